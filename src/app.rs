@@ -1,0 +1,142 @@
+//! Building and running the server: open the store, bind the listener, serve
+//! HTTP and the OCPP WebSocket endpoint on it, shut down gracefully.
+
+use crate::api;
+use crate::charger::auth::FailureLimiter;
+use crate::charger::{handshake, Registry};
+use crate::config::Config;
+use crate::state::AppState;
+use crate::store;
+use anyhow::{Context, Result};
+use axum::routing::any;
+use axum::Router;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+
+pub struct Application {
+    listener: std::net::TcpListener,
+    local_addr: SocketAddr,
+    state: AppState,
+    stop: watch::Sender<bool>,
+}
+
+impl Application {
+    /// Opens and migrates the database and binds the listener, so that once
+    /// this returns the port is known and `/health` will answer.
+    pub async fn build(config: Config) -> Result<Self> {
+        // rustls needs one process-wide crypto provider; a second install
+        // (tests build several apps) is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::ocpp::schema::preload();
+        let store = store::connect(&config.database_url).await?;
+        let jwt = api::auth::JwtKeys::load(config.jwt_secret.as_deref(), store.as_ref()).await?;
+        let listener = std::net::TcpListener::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
+        listener.set_nonblocking(true)?;
+        let local_addr = listener.local_addr()?;
+        let (stop, shutdown) = watch::channel(false);
+        let state = AppState {
+            connection_slots: Arc::new(Semaphore::new(config.max_chargers)),
+            config: Arc::new(config),
+            store,
+            registry: Registry::default(),
+            jwt: Arc::new(jwt),
+            handshake_failures: Arc::new(FailureLimiter::new(10, Duration::from_secs(60))),
+            shutdown,
+        };
+        Ok(Application { listener, local_addr, state, stop })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The shared state, for tests and embedding (the store, the registry).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub fn router(state: AppState) -> Router {
+        Router::new()
+            .route("/ocpp/{*identity}", any(handshake::upgrade))
+            .route("/ocpp/", any(handshake::upgrade))
+            .merge(api::router())
+            .with_state(state)
+    }
+
+    /// Serves until SIGINT or SIGTERM.
+    pub async fn run_until_stopped(self) -> Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `signal` completes, then closes every charger connection
+    /// with a WebSocket close frame, lets in-flight messages finish, and
+    /// flushes the store.
+    pub async fn run_until(self, signal: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let Application { listener, local_addr, state, stop } = self;
+        let app = Self::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let scheme = if state.config.tls_cert.is_some() { "https/wss" } else { "http/ws" };
+        tracing::info!(%local_addr, scheme, database = state.store.backend(), "csms listening");
+
+        let handle = axum_server::Handle::new();
+        let stopper = {
+            let handle = handle.clone();
+            let registry = state.registry.clone();
+            tokio::spawn(async move {
+                signal.await;
+                tracing::info!("shutting down: closing charger connections");
+                let _ = stop.send(true);
+                // Connection tasks finish the message in hand, send a close
+                // frame and deregister; give them a bounded time to do so.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                while registry.count() > 0 && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                handle.graceful_shutdown(Some(Duration::from_secs(5)));
+            })
+        };
+
+        match (&state.config.tls_cert, &state.config.tls_key) {
+            (Some(cert), Some(key)) => {
+                let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .context("loading the TLS certificate and key")?;
+                axum_server::from_tcp_rustls(listener, tls)?.handle(handle).serve(app).await?;
+            }
+            _ => {
+                axum_server::from_tcp(listener)?.handle(handle).serve(app).await?;
+            }
+        }
+        let _ = stopper.await;
+        state.store.flush().await.context("flushing the store")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,288 @@
+//! One task per connected charger.
+//!
+//! The task owns the socket. It handles the charger's CALLs strictly one after
+//! another (the next frame is read only once the previous one is answered),
+//! sends the server's commands one at a time (the next only after an answer
+//! or the call timeout), pings an idle charger and closes one that stopped
+//! answering, and leaves when the server shuts down or a newer connection of
+//! the same charger replaces it.
+
+use super::handlers::ChargerContext;
+use super::registry::{Attachment, Outgoing};
+use super::CommandError;
+use crate::ocpp::frame::{self, Frame, FrameError};
+use crate::ocpp::time::now_ms;
+use crate::ocpp::{action, schema, Call, CallError, ErrorCode};
+use crate::state::AppState;
+use crate::store::{Direction, NewLogEntry, RegistrationStatus};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::StreamExt;
+use serde_json::Value;
+use std::time::Duration;
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::Instrument;
+
+/// The server's CALL waiting for its answer.
+struct Pending {
+    message_id: String,
+    action: String,
+    reply: tokio::sync::oneshot::Sender<Result<Value, CommandError>>,
+    deadline: Instant,
+}
+
+pub async fn serve(socket: WebSocket, state: AppState, attachment: Attachment) {
+    let span = tracing::info_span!("charger", charger = %attachment.charger_id);
+    Connection::new(socket, state, attachment).await.run().instrument(span).await
+}
+
+struct Connection {
+    socket: WebSocket,
+    state: AppState,
+    attachment: Attachment,
+    context: ChargerContext,
+    pending: Option<Pending>,
+    last_heard: Instant,
+    next_message_id: u64,
+}
+
+enum Exit {
+    Closed,
+    Replaced,
+    ShuttingDown,
+    Unresponsive,
+    Failed,
+}
+
+impl Connection {
+    async fn new(socket: WebSocket, state: AppState, attachment: Attachment) -> Self {
+        let charger_id = attachment.charger_id.clone();
+        // A charger accepted before may skip BootNotification after a
+        // reconnect; one that was never accepted must boot first.
+        let registration = match state.store.charger(&charger_id).await {
+            Ok(record) => record.map(|c| c.registration_status),
+            Err(e) => {
+                tracing::error!("could not read charger record: {e:#}");
+                None
+            }
+        };
+        let context = ChargerContext { charger_id, state: state.clone(), registration };
+        Connection { socket, state, attachment, context, pending: None, last_heard: Instant::now(), next_message_id: 1 }
+    }
+
+    async fn run(mut self) {
+        tracing::info!(connection = self.attachment.connection_id, "charger connected");
+        let mut shutdown = self.state.shutdown.clone();
+        let ping_every = self.state.config.ws_ping_interval;
+        let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let replaced = self.attachment.replaced.clone();
+        let exit = loop {
+            let deadline = self.pending.as_ref().map(|p| p.deadline);
+            tokio::select! {
+                biased;
+                _ = stopping(&mut shutdown) => break Exit::ShuttingDown,
+                _ = replaced.notified() => break Exit::Replaced,
+                incoming = self.socket.next() => match incoming {
+                    Some(Ok(message)) => {
+                        self.last_heard = Instant::now();
+                        match message {
+                            Message::Text(text) => {
+                                if self.on_text(text.as_str()).await.is_err() {
+                                    break Exit::Failed;
+                                }
+                            }
+                            Message::Binary(_) => tracing::warn!("binary frame ignored: OCPP-J is text"),
+                            Message::Close(_) => break Exit::Closed,
+                            Message::Ping(_) | Message::Pong(_) => {}
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!("websocket error: {e}");
+                        break Exit::Failed;
+                    }
+                    None => break Exit::Closed,
+                },
+                Some(outgoing) = self.attachment.commands.recv(), if self.pending.is_none() => {
+                    if self.send_call(outgoing).await.is_err() {
+                        break Exit::Failed;
+                    }
+                }
+                _ = sleep_until_opt(deadline) => {
+                    if let Some(p) = self.pending.take() {
+                        tracing::warn!(action = %p.action, message_id = %p.message_id, "charger did not answer in time");
+                        let _ = p.reply.send(Err(CommandError::Timeout));
+                    }
+                }
+                _ = ping.tick() => {
+                    if self.last_heard.elapsed() > ping_every * 2 {
+                        break Exit::Unresponsive;
+                    }
+                    if self.socket.send(Message::Ping(Default::default())).await.is_err() {
+                        break Exit::Failed;
+                    }
+                }
+            }
+        };
+        self.finish(exit).await;
+    }
+
+    async fn finish(mut self, exit: Exit) {
+        let (code, reason) = match exit {
+            Exit::Replaced => (1000, "replaced by a new connection"),
+            Exit::ShuttingDown => (1001, "central system shutting down"),
+            Exit::Unresponsive => (1001, "no answer to ping"),
+            Exit::Closed | Exit::Failed => (1000, ""),
+        };
+        if !matches!(exit, Exit::Closed | Exit::Failed) {
+            let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.socket.send(Message::Close(Some(frame)))).await;
+        }
+        if let Some(p) = self.pending.take() {
+            let _ = p.reply.send(Err(CommandError::ConnectionLost));
+        }
+        // Commands still queued are answered by their dropped reply channels.
+        self.attachment.commands.close();
+        while let Ok(o) = self.attachment.commands.try_recv() {
+            let _ = o.reply.send(Err(CommandError::ConnectionLost));
+        }
+        let _ = self.state.store.record_heartbeat(&self.attachment.charger_id, now_ms()).await;
+        tracing::info!(reason = match exit {
+            Exit::Closed => "closed by charger",
+            Exit::Replaced => "replaced",
+            Exit::ShuttingDown => "shutdown",
+            Exit::Unresponsive => "unresponsive",
+            Exit::Failed => "socket error",
+        }, "charger disconnected");
+    }
+
+    async fn send_text(&mut self, text: String) -> Result<(), axum::Error> {
+        self.socket.send(Message::Text(text.into())).await
+    }
+
+    fn log(&self, direction: Direction, message_type: i64, message_id: &str, action: Option<&str>, payload: &str) {
+        self.state.store.log_message(NewLogEntry {
+            charger_id: self.attachment.charger_id.clone(),
+            direction,
+            message_type,
+            message_id: message_id.to_owned(),
+            action: action.map(str::to_owned),
+            payload: payload.to_owned(),
+            logged_at: now_ms(),
+        });
+    }
+
+    async fn on_text(&mut self, text: &str) -> Result<(), axum::Error> {
+        match frame::parse(text) {
+            Ok(Frame::Call(call)) => {
+                self.log(Direction::In, 2, &call.id, Some(&call.action), text);
+                let answer = self.answer(&call).await;
+                let out = match &answer {
+                    Ok(payload) => frame::encode_result(&call.id, payload),
+                    Err(error) => {
+                        tracing::info!(action = %call.action, %error, "CALLERROR");
+                        frame::encode_error(&call.id, error)
+                    }
+                };
+                self.log(Direction::Out, if answer.is_ok() { 3 } else { 4 }, &call.id, Some(&call.action), &out);
+                self.send_text(out).await
+            }
+            Ok(Frame::CallResult { id, payload }) => {
+                self.log(Direction::In, 3, &id, None, text);
+                self.on_answer(&id, Ok(payload));
+                Ok(())
+            }
+            Ok(Frame::CallError { id, code, description, details }) => {
+                self.log(Direction::In, 4, &id, None, text);
+                self.on_answer(&id, Err(CommandError::Rejected { code, description, details }));
+                Ok(())
+            }
+            Err(FrameError::Reply { id, error }) => {
+                self.log(Direction::In, 2, &id, None, text);
+                tracing::info!(%error, "malformed CALL");
+                let out = frame::encode_error(&id, &error);
+                self.log(Direction::Out, 4, &id, None, &out);
+                self.send_text(out).await
+            }
+            Err(FrameError::Unreadable(why)) => {
+                tracing::warn!(%why, frame = %truncate(text), "unreadable frame dropped");
+                Ok(())
+            }
+            Err(FrameError::UnknownMessageType(t)) => {
+                tracing::info!(message_type = %t, "frame of unknown MessageTypeId ignored");
+                Ok(())
+            }
+        }
+    }
+
+    /// The answer to one CALL: validated, gated by registration, handled.
+    async fn answer(&mut self, call: &Call) -> Result<Value, CallError> {
+        if !action::is_ocpp16_action(&call.action) {
+            return Err(CallError::new(ErrorCode::NotImplemented, format!("Unknown action {}", call.action)));
+        }
+        if !action::is_charger_to_server(&call.action) {
+            return Err(CallError::new(ErrorCode::NotSupported, format!("{} is not accepted from a charger", call.action)));
+        }
+        schema::validate_request(&call.action, &call.payload)?;
+        if call.action != "BootNotification" && self.context.registration != Some(RegistrationStatus::Accepted) {
+            return Err(CallError::new(
+                ErrorCode::SecurityError,
+                "Charger is not accepted: send BootNotification and wait for Accepted",
+            ));
+        }
+        let payload = self.context.handle(&call.action, call.payload.clone()).await?;
+        // Our own answers are held to the schema too: a bug here must show
+        // as an InternalError, not as a payload a charger chokes on.
+        if let Err(e) = schema::validate_response(&call.action, &payload) {
+            tracing::error!(action = %call.action, %payload, "answer fails its schema: {e}");
+            return Err(CallError::internal());
+        }
+        Ok(payload)
+    }
+
+    fn on_answer(&mut self, id: &str, result: Result<Value, CommandError>) {
+        let Some(pending) = self.pending.take_if(|p| p.message_id == id) else {
+            tracing::warn!(message_id = %id, "answer to no outstanding CALL dropped");
+            return;
+        };
+        let result = result.and_then(|payload| match schema::validate_response(&pending.action, &payload) {
+            Ok(()) => Ok(payload),
+            Err(e) => Err(CommandError::InvalidResponse(e.description)),
+        });
+        let _ = pending.reply.send(result);
+    }
+
+    async fn send_call(&mut self, outgoing: Outgoing) -> Result<(), axum::Error> {
+        if outgoing.reply.is_closed() {
+            return Ok(()); // the caller gave up while the command was queued
+        }
+        let message_id = format!("{}-{}", self.attachment.connection_id, self.next_message_id);
+        self.next_message_id += 1;
+        let text = frame::encode_call(&message_id, &outgoing.action, &outgoing.payload);
+        self.log(Direction::Out, 2, &message_id, Some(&outgoing.action), &text);
+        self.pending = Some(Pending {
+            message_id,
+            action: outgoing.action,
+            reply: outgoing.reply,
+            deadline: Instant::now() + self.state.config.ocpp_call_timeout,
+        });
+        self.send_text(text).await
+    }
+}
+
+/// Completes once the server is stopping (at once if it already is).
+async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    // The borrow guard wait_for returns is dropped here, not held in select!.
+    let _ = shutdown.wait_for(|stopping| *stopping).await.map(|_| ());
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn truncate(text: &str) -> &str {
+    let end = text.char_indices().nth(200).map(|(i, _)| i).unwrap_or(text.len());
+    &text[..end]
+}

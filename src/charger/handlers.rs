@@ -1,0 +1,289 @@
+//! What the central system does with each charger-to-server message, and what
+//! it answers. Payloads arrive here already checked against their schema.
+//!
+//! Transaction messages are answered only after what they carry is committed
+//! (the store's writes return after the commit). A failed sanity check never
+//! withholds an answer: the message is answered, kept and flagged.
+
+use crate::ocpp::payload::{self, SampledValue};
+use crate::ocpp::time::{format_ms, now_ms, parse_charger_time};
+use crate::ocpp::{CallError, ErrorCode};
+use crate::state::AppState;
+use crate::store::{
+    BootInfo, ConnectorStatus, MeterBatch, NewTransaction, RegistrationStatus, Sample, StopOutcome, StopRequest,
+};
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+/// The per-connection view a handler works with.
+pub struct ChargerContext {
+    pub charger_id: String,
+    pub state: AppState,
+    /// What the central system last told this charger about its registration.
+    /// A charger accepted before need not boot again after reconnecting.
+    pub registration: Option<RegistrationStatus>,
+}
+
+impl ChargerContext {
+    pub async fn handle(&mut self, action: &str, payload: Value) -> Result<Value, CallError> {
+        match action {
+            "BootNotification" => self.boot(read(payload)?).await,
+            "Heartbeat" => self.heartbeat().await,
+            "Authorize" => {
+                let request: payload::Authorize = read(payload)?;
+                Ok(json!({ "idTagInfo": self.id_tag_info(&request.id_tag).await? }))
+            }
+            "StartTransaction" => self.start_transaction(read(payload)?).await,
+            "StopTransaction" => self.stop_transaction(read(payload)?).await,
+            "MeterValues" => self.meter_values(read(payload)?).await,
+            "StatusNotification" => self.status_notification(read(payload)?).await,
+            "DataTransfer" => {
+                let request: payload::DataTransfer = read(payload)?;
+                // No vendor extensions are installed; the frame itself is in
+                // the message log for an operator.
+                tracing::info!(charger = %self.charger_id, vendor = %request.vendor_id, message = ?request.message_id, "DataTransfer");
+                Ok(json!({ "status": "UnknownVendorId" }))
+            }
+            "SignCertificate" => {
+                // Profile 3 certificate signing needs a CA this server does not
+                // run; the CSR is kept in the message log and refused honestly.
+                tracing::warn!(charger = %self.charger_id, "SignCertificate refused: no certificate authority configured");
+                Ok(json!({ "status": "Rejected" }))
+            }
+            "FirmwareStatusNotification"
+            | "DiagnosticsStatusNotification"
+            | "LogStatusNotification"
+            | "SignedFirmwareStatusNotification"
+            | "SecurityEventNotification" => {
+                // Notifications whose answer is empty; they are kept in the
+                // message log, which is what an operator inspects.
+                tracing::info!(charger = %self.charger_id, action, %payload, "notification");
+                self.touch().await?;
+                Ok(json!({}))
+            }
+            _ => Err(CallError::new(ErrorCode::NotSupported, format!("{action} is not accepted from a charger"))),
+        }
+    }
+
+    async fn boot(&mut self, request: payload::BootNotification) -> Result<Value, CallError> {
+        let config = &self.state.config;
+        let status_if_new = match config.unknown_chargers {
+            crate::config::UnknownChargers::Pending => RegistrationStatus::Pending,
+            // `reject` refuses unknown identities at the handshake already.
+            _ => RegistrationStatus::Accepted,
+        };
+        let info = BootInfo {
+            vendor: request.charge_point_vendor,
+            model: request.charge_point_model,
+            charge_point_serial_number: request.charge_point_serial_number,
+            charge_box_serial_number: request.charge_box_serial_number,
+            firmware_version: request.firmware_version,
+            iccid: request.iccid,
+            imsi: request.imsi,
+            meter_type: request.meter_type,
+            meter_serial_number: request.meter_serial_number,
+        };
+        let now = now_ms();
+        let status = self.state.store.record_boot(&self.charger_id, info, status_if_new, now).await.map_err(internal)?;
+        self.registration = Some(status);
+        let interval = match status {
+            RegistrationStatus::Accepted => config.heartbeat_interval.as_secs(),
+            _ => config.boot_retry_interval.as_secs(),
+        };
+        Ok(json!({ "status": status.as_str(), "currentTime": format_ms(now), "interval": interval }))
+    }
+
+    async fn heartbeat(&self) -> Result<Value, CallError> {
+        let now = now_ms();
+        self.state.store.record_heartbeat(&self.charger_id, now).await.map_err(internal)?;
+        Ok(json!({ "currentTime": format_ms(now) }))
+    }
+
+    async fn touch(&self) -> Result<(), CallError> {
+        // Any message proves the charger alive; a heartbeat write is the
+        // cheapest record of that.
+        self.state.store.record_heartbeat(&self.charger_id, now_ms()).await.map_err(internal)
+    }
+
+    /// The idTagInfo for `id_tag`: Accepted only for a tag that belongs to a
+    /// user and is neither blocked nor expired.
+    async fn id_tag_info(&self, id_tag: &str) -> Result<Value, CallError> {
+        let tag = self.state.store.id_tag(id_tag).await.map_err(internal)?;
+        let Some(tag) = tag else {
+            return Ok(json!({ "status": "Invalid" }));
+        };
+        let status = match tag.status.as_str() {
+            "Blocked" => "Blocked",
+            "Expired" => "Expired",
+            "Invalid" => "Invalid",
+            _ if tag.expiry_date.is_some_and(|at| at <= Utc::now()) => "Expired",
+            _ if tag.user_id.is_none() => "Invalid",
+            _ => "Accepted",
+        };
+        let mut info = json!({ "status": status });
+        if let Some(expiry) = tag.expiry_date {
+            info["expiryDate"] = json!(format_ms(expiry));
+        }
+        if let Some(parent) = tag.parent_id_tag {
+            info["parentIdTag"] = json!(parent);
+        }
+        Ok(info)
+    }
+
+    /// A charger's timestamp as the session clock; one that cannot be read,
+    /// or has no zone, is flagged (and an unreadable one replaced by now).
+    async fn charger_time(&self, text: &str, transaction_id: Option<i64>) -> Result<DateTime<Utc>, CallError> {
+        match parse_charger_time(text) {
+            Some(t) => {
+                if t.assumed_utc {
+                    self.anomaly(transaction_id, "timestamp_without_zone", json!({ "timestamp": text })).await?;
+                }
+                Ok(t.at)
+            }
+            None => {
+                self.anomaly(transaction_id, "unreadable_timestamp", json!({ "timestamp": text })).await?;
+                Ok(now_ms())
+            }
+        }
+    }
+
+    async fn anomaly(&self, transaction_id: Option<i64>, kind: &str, detail: Value) -> Result<(), CallError> {
+        self.state.store.record_anomaly(&self.charger_id, transaction_id, kind, detail).await.map_err(internal)
+    }
+
+    async fn start_transaction(&self, request: payload::StartTransaction) -> Result<Value, CallError> {
+        let start_time = self.charger_time(&request.timestamp, None).await?;
+        let mut id_tag_info = self.id_tag_info(&request.id_tag).await?;
+        if request.connector_id <= 0 {
+            self.anomaly(None, "start_on_connector_0", json!({ "connectorId": request.connector_id })).await?;
+        }
+        let outcome = self
+            .state
+            .store
+            .start_transaction(NewTransaction {
+                charger_id: self.charger_id.clone(),
+                connector_id: request.connector_id,
+                id_tag: request.id_tag,
+                meter_start: request.meter_start,
+                start_time,
+                reservation_id: request.reservation_id,
+                id_tag_status: id_tag_info["status"].as_str().unwrap_or("Invalid").to_owned(),
+                received_at: now_ms(),
+            })
+            .await
+            .map_err(internal)?;
+        if outcome.retransmission {
+            tracing::info!(charger = %self.charger_id, transaction_id = outcome.transaction_id, "retransmitted StartTransaction");
+        }
+        // The stored verdict, so a retransmission hears what the original did.
+        id_tag_info["status"] = json!(outcome.id_tag_status);
+        Ok(json!({ "transactionId": outcome.transaction_id, "idTagInfo": id_tag_info }))
+    }
+
+    async fn stop_transaction(&self, request: payload::StopTransaction) -> Result<Value, CallError> {
+        let tx_id = Some(request.transaction_id);
+        let stop_time = self.charger_time(&request.timestamp, tx_id).await?;
+        let samples = self.samples(&request.transaction_data, tx_id).await?;
+        let outcome = self
+            .state
+            .store
+            .stop_transaction(StopRequest {
+                charger_id: self.charger_id.clone(),
+                transaction_id: request.transaction_id,
+                id_tag: request.id_tag.clone(),
+                meter_stop: request.meter_stop,
+                stop_time,
+                reason: request.reason,
+                samples,
+                received_at: now_ms(),
+            })
+            .await
+            .map_err(internal)?;
+        if outcome != StopOutcome::Stopped {
+            tracing::info!(charger = %self.charger_id, transaction_id = request.transaction_id, ?outcome, "StopTransaction kept without effect");
+        }
+        Ok(match request.id_tag {
+            Some(tag) => json!({ "idTagInfo": self.id_tag_info(&tag).await? }),
+            None => json!({}),
+        })
+    }
+
+    async fn meter_values(&self, request: payload::MeterValues) -> Result<Value, CallError> {
+        let samples = self.samples(&request.meter_value, request.transaction_id).await?;
+        self.state
+            .store
+            .add_meter_values(MeterBatch {
+                charger_id: self.charger_id.clone(),
+                connector_id: request.connector_id,
+                transaction_id: request.transaction_id,
+                samples,
+                received_at: now_ms(),
+            })
+            .await
+            .map_err(internal)?;
+        Ok(json!({}))
+    }
+
+    async fn samples(&self, values: &[payload::MeterValue], transaction_id: Option<i64>) -> Result<Vec<Sample>, CallError> {
+        let mut samples = Vec::new();
+        for meter_value in values {
+            let at = self.charger_time(&meter_value.timestamp, transaction_id).await?;
+            samples.extend(meter_value.sampled_value.iter().map(|s| sample(at, s)));
+        }
+        Ok(samples)
+    }
+
+    async fn status_notification(&self, request: payload::StatusNotification) -> Result<Value, CallError> {
+        let now = now_ms();
+        let status_at = match &request.timestamp {
+            Some(text) => self.charger_time(text, None).await?,
+            None => now,
+        };
+        let closed = self
+            .state
+            .store
+            .record_status(ConnectorStatus {
+                charger_id: self.charger_id.clone(),
+                connector_id: request.connector_id,
+                status: request.status,
+                error_code: request.error_code,
+                info: request.info,
+                vendor_id: request.vendor_id,
+                vendor_error_code: request.vendor_error_code,
+                status_at,
+                updated_at: now,
+            })
+            .await
+            .map_err(internal)?;
+        if !closed.is_empty() {
+            tracing::warn!(charger = %self.charger_id, ?closed, "connector Available with open transactions: closed them");
+        }
+        Ok(json!({}))
+    }
+}
+
+fn sample(at: DateTime<Utc>, s: &SampledValue) -> Sample {
+    Sample {
+        sampled_at: at,
+        measurand: s.measurand().to_owned(),
+        phase: s.phase.clone(),
+        unit: s.unit.clone(),
+        context: s.context.clone(),
+        location: s.location.clone(),
+        format: s.format.clone(),
+        value: s.value.clone(),
+    }
+}
+
+/// Reads a schema-checked payload into its struct. A failure here means the
+/// schema let through something the struct cannot hold (say, an integer
+/// beyond i64): a property constraint, not a server fault.
+fn read<T: DeserializeOwned>(payload: Value) -> Result<T, CallError> {
+    serde_json::from_value(payload).map_err(|e| CallError::new(ErrorCode::PropertyConstraintViolation, e.to_string()))
+}
+
+fn internal(e: anyhow::Error) -> CallError {
+    tracing::error!("storage failure while handling a charger message: {e:#}");
+    CallError::internal()
+}

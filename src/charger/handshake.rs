@@ -1,0 +1,147 @@
+//! The WebSocket handshake at `/ocpp/{chargePointId}`: identity, security
+//! profile 1/2 (HTTP Basic auth), the unknown-charger policy, subprotocol
+//! negotiation and the per-connection buffer limits. Everything here is
+//! decided before the upgrade, so a refused charger never gets to send a
+//! single OCPP message.
+
+use super::auth::{parse_basic, verify_password};
+use super::connection;
+use super::registry::ConnectionInfo;
+use crate::config::UnknownChargers;
+use crate::ocpp::time::now_ms;
+use crate::state::AppState;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use std::net::SocketAddr;
+
+pub const SUBPROTOCOL: &str = "ocpp1.6";
+pub const MAX_IDENTITY_LEN: usize = 48;
+
+/// The charger identity: the last path segment after `/ocpp/`, decoded.
+pub fn identity_from_path(path: &str) -> Result<String, &'static str> {
+    let rest = path.strip_prefix("/ocpp/").ok_or("not an OCPP path")?;
+    let segment = rest.rsplit('/').next().unwrap_or("");
+    let decoded = percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map_err(|_| "identity is not UTF-8")?;
+    if decoded.is_empty() {
+        return Err("empty charger identity");
+    }
+    if decoded.chars().count() > MAX_IDENTITY_LEN {
+        return Err("charger identity longer than 48 characters");
+    }
+    if decoded.chars().any(char::is_control) {
+        return Err("charger identity contains control characters");
+    }
+    Ok(decoded.into_owned())
+}
+
+fn refuse(status: StatusCode, why: &str) -> Response {
+    (status, why.to_owned()).into_response()
+}
+
+pub async fn upgrade(
+    State(state): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let charger_id = match identity_from_path(uri.path()) {
+        Ok(id) => id,
+        Err(why) => return refuse(StatusCode::BAD_REQUEST, why),
+    };
+    let Ok(ws) = ws else {
+        return refuse(StatusCode::UPGRADE_REQUIRED, "OCPP-J needs a WebSocket upgrade");
+    };
+    let id_key = format!("id:{charger_id}");
+    let ip_key = format!("ip:{}", remote.ip());
+    let limiter = &state.handshake_failures;
+    if limiter.is_blocked(&id_key) || limiter.is_blocked(&ip_key) {
+        return refuse(StatusCode::TOO_MANY_REQUESTS, "too many failed handshakes; try again later");
+    }
+
+    let record = match state.store.charger(&charger_id).await {
+        Ok(record) => record,
+        Err(e) => {
+            tracing::error!(charger = %charger_id, "handshake could not read the charger: {e:#}");
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "central system unavailable");
+        }
+    };
+    match &record {
+        None if state.config.unknown_chargers == UnknownChargers::Reject => {
+            tracing::warn!(charger = %charger_id, %remote, "unknown charger refused");
+            limiter.record_failure(&ip_key);
+            return refuse(StatusCode::NOT_FOUND, "unknown charger");
+        }
+        Some(charger) => {
+            if let Some(hash) = &charger.password_hash {
+                let presented = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(parse_basic);
+                let ok = matches!(&presented, Some((user, password)) if *user == charger_id && verify_password(password, hash));
+                if !ok {
+                    tracing::warn!(charger = %charger_id, %remote, presented = presented.is_some(), "charger failed Basic auth");
+                    limiter.record_failure(&id_key);
+                    limiter.record_failure(&ip_key);
+                    return (
+                        StatusCode::UNAUTHORIZED,
+                        [(header::WWW_AUTHENTICATE, "Basic realm=\"OCPP\", charset=\"UTF-8\"")],
+                        "charger authentication failed",
+                    )
+                        .into_response();
+                }
+                limiter.record_success(&id_key);
+            }
+        }
+        None => {}
+    }
+
+    let offered: Vec<String> = ws
+        .requested_protocols()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_owned()))
+        .filter(|p| !p.is_empty())
+        .collect();
+    if offered.is_empty() {
+        tracing::info!(charger = %charger_id, "charger offered no subprotocol; speaking ocpp1.6");
+    } else if !offered.iter().any(|p| p.eq_ignore_ascii_case(SUBPROTOCOL)) {
+        tracing::warn!(charger = %charger_id, ?offered, "no supported subprotocol offered");
+        return refuse(StatusCode::BAD_REQUEST, "unsupported subprotocol: this central system speaks ocpp1.6");
+    }
+
+    let Ok(permit) = state.connection_slots.clone().try_acquire_owned() else {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "connection limit reached");
+    };
+    let limits = &state.config;
+    let ws = ws
+        .protocols([SUBPROTOCOL])
+        // Explicit buffer sizes: the defaults (128 KiB read buffer each) would
+        // cost gigabytes at tens of thousands of chargers.
+        .read_buffer_size(limits.ws_read_buffer)
+        .write_buffer_size(0)
+        .max_write_buffer_size(limits.max_frame_bytes * 4)
+        .max_message_size(limits.max_frame_bytes)
+        .max_frame_size(limits.max_frame_bytes);
+    let subprotocol = ws.selected_protocol().and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let info = ConnectionInfo { charger_id, remote_addr: Some(remote), subprotocol, connected_at: now_ms() };
+    ws.on_failed_upgrade(|e| tracing::warn!("websocket upgrade failed: {e}")).on_upgrade(move |socket| async move {
+        let attachment = state.registry.attach(info).await;
+        connection::serve(socket, state, attachment).await;
+        drop(permit);
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_identity_is_the_last_decoded_segment() {
+        assert_eq!(identity_from_path("/ocpp/CP001").unwrap(), "CP001");
+        assert_eq!(identity_from_path("/ocpp/site/CP%20002").unwrap(), "CP 002");
+        assert!(identity_from_path("/ocpp/").is_err());
+        assert!(identity_from_path(&format!("/ocpp/{}", "x".repeat(49))).is_err());
+        assert!(identity_from_path(&format!("/ocpp/{}", "x".repeat(48))).is_ok());
+    }
+}

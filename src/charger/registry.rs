@@ -1,0 +1,154 @@
+//! The registry of live charger connections: who is connected, and the only
+//! way for the rest of the server to send a charger a command.
+
+use super::commands::CommandError;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot, Notify, OwnedMutexGuard};
+
+/// A command on its way to a charger: the connection task sends it when no
+/// other CALL of the server is outstanding, and answers `reply`.
+pub struct Outgoing {
+    pub action: String,
+    pub payload: Value,
+    pub reply: oneshot::Sender<Result<Value, CommandError>>,
+}
+
+/// How many commands may wait behind the outstanding one before callers are
+/// told the charger is busy.
+const COMMAND_QUEUE: usize = 32;
+
+struct Live {
+    connection_id: u64,
+    commands: mpsc::Sender<Outgoing>,
+    /// Wakes the connection task when a newer connection replaces it.
+    replaced: Arc<Notify>,
+    info: ConnectionInfo,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionInfo {
+    pub charger_id: String,
+    pub remote_addr: Option<SocketAddr>,
+    pub subprotocol: Option<String>,
+    pub connected_at: DateTime<Utc>,
+}
+
+#[derive(Default)]
+struct Inner {
+    live: HashMap<String, Live>,
+    /// One lock per charger identity, held by its connection task for its
+    /// whole life: a replacing connection waits for the old task to finish
+    /// the message in hand before it reads its first, so no message is lost
+    /// or answered twice and a charger's messages stay in order.
+    turns: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// Cheap to clone; shared by the HTTP handlers and every connection task.
+#[derive(Clone, Default)]
+pub struct Registry {
+    // A std Mutex, not tokio's: it is never held across an await, and the
+    // critical sections are a few map operations.
+    inner: Arc<Mutex<Inner>>,
+    next_id: Arc<AtomicU64>,
+}
+
+/// What a connection task holds while it serves: its commands, the signal
+/// that it has been replaced, and its turn. Dropping it deregisters the
+/// connection (unless a newer one has taken its place).
+pub struct Attachment {
+    registry: Registry,
+    pub charger_id: String,
+    pub connection_id: u64,
+    pub commands: mpsc::Receiver<Outgoing>,
+    pub replaced: Arc<Notify>,
+    _turn: OwnedMutexGuard<()>,
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        let mut inner = self.registry.lock();
+        if inner.live.get(&self.charger_id).is_some_and(|l| l.connection_id == self.connection_id) {
+            inner.live.remove(&self.charger_id);
+        }
+    }
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes a new connection the live one for `info.charger_id`, telling
+    /// any older connection of the same identity to close, and waits until
+    /// that one has let go.
+    pub async fn attach(&self, info: ConnectionInfo) -> Attachment {
+        let connection_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
+        let replaced = Arc::new(Notify::new());
+        let charger_id = info.charger_id.clone();
+        let turn = {
+            let mut inner = self.lock();
+            let old = inner.live.insert(
+                charger_id.clone(),
+                Live { connection_id, commands: commands_tx, replaced: replaced.clone(), info },
+            );
+            if let Some(old) = old {
+                tracing::info!(charger = %charger_id, "new connection replaces the old one");
+                // notify_one stores a permit, so the old task sees it even if
+                // it is busy with a message right now.
+                old.replaced.notify_one();
+            }
+            inner.turns.entry(charger_id.clone()).or_default().clone()
+        };
+        let turn = turn.lock_owned().await;
+        Attachment { registry: self.clone(), charger_id, connection_id, commands, replaced, _turn: turn }
+    }
+
+    pub fn is_connected(&self, charger_id: &str) -> bool {
+        self.lock().live.contains_key(charger_id)
+    }
+
+    pub fn connection(&self, charger_id: &str) -> Option<ConnectionInfo> {
+        self.lock().live.get(charger_id).map(|l| l.info.clone())
+    }
+
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        let mut all: Vec<_> = self.lock().live.values().map(|l| l.info.clone()).collect();
+        all.sort_by(|a, b| a.charger_id.cmp(&b.charger_id));
+        all
+    }
+
+    pub fn count(&self) -> usize {
+        self.lock().live.len()
+    }
+
+    /// Sends `action` with `payload` to a connected charger and returns its
+    /// answer. The payload is checked against the OCPP 1.6 schema first, and
+    /// the answer after; the connection applies the call timeout.
+    pub async fn call(&self, charger_id: &str, action: &str, payload: Value) -> Result<Value, CommandError> {
+        if !crate::ocpp::action::is_server_to_charger(action) {
+            return Err(CommandError::UnknownAction(action.to_owned()));
+        }
+        crate::ocpp::schema::validate_request(action, &payload).map_err(CommandError::InvalidRequest)?;
+        let sender = self
+            .lock()
+            .live
+            .get(charger_id)
+            .map(|l| l.commands.clone())
+            .ok_or(CommandError::Offline)?;
+        let (reply, answer) = oneshot::channel();
+        let outgoing = Outgoing { action: action.to_owned(), payload, reply };
+        sender.try_send(outgoing).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => CommandError::Busy,
+            mpsc::error::TrySendError::Closed(_) => CommandError::Offline,
+        })?;
+        answer.await.unwrap_or(Err(CommandError::ConnectionLost))
+    }
+}

@@ -1,0 +1,139 @@
+//! Settings, from flags and `CSMS_*` environment variables (a flag wins).
+//! Every value is checked here, at start-up, with a message that names it.
+
+use clap::{Args, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UnknownChargers {
+    /// Register them on their first BootNotification.
+    Accept,
+    /// Register them as Pending until an operator accepts them.
+    Pending,
+    /// Refuse identities nobody registered, at the handshake (HTTP 404).
+    Reject,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address for HTTP, REST and the OCPP WebSocket endpoint.
+    #[arg(long, env = "CSMS_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// `sqlite://PATH` or `postgres://...`.
+    #[arg(long, env = "CSMS_DATABASE_URL", default_value = "sqlite://csms.db")]
+    pub database_url: String,
+
+    /// HS256 secret for bearer tokens; generated once and kept in the database when unset.
+    #[arg(long, env = "CSMS_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// What to do with charger identities nobody registered.
+    #[arg(long, env = "CSMS_UNKNOWN_CHARGERS", value_enum, default_value = "accept")]
+    pub unknown_chargers: UnknownChargers,
+
+    /// Lifetime of a payment link.
+    #[arg(long, env = "CSMS_PAYMENT_LINK_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub payment_link_ttl: Duration,
+
+    /// How long a command waits for a charger's answer.
+    #[arg(long, env = "CSMS_OCPP_CALL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub ocpp_call_timeout: Duration,
+
+    /// PEM certificate chain; with --tls-key the listener speaks TLS (wss://, https://).
+    #[arg(long, env = "CSMS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "CSMS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Heartbeat interval given to accepted chargers in BootNotification.
+    #[arg(long, env = "CSMS_HEARTBEAT_INTERVAL", default_value = "300s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// Interval given to Pending or Rejected chargers before they boot again.
+    #[arg(long, env = "CSMS_BOOT_RETRY_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub boot_retry_interval: Duration,
+
+    /// WebSocket ping interval; a charger silent for two intervals is closed.
+    #[arg(long, env = "CSMS_WS_PING_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub ws_ping_interval: Duration,
+
+    /// Largest OCPP-J message accepted, in bytes; larger ones close the connection.
+    #[arg(long, env = "CSMS_OCPP_MAX_MESSAGE_BYTES", default_value_t = 65536, value_parser = |v: &str| parse_bytes(v, 1024, 16 << 20))]
+    pub max_frame_bytes: usize,
+
+    /// Initial WebSocket read buffer per connection, in bytes.
+    #[arg(long, env = "CSMS_WS_READ_BUFFER", default_value_t = 4096, value_parser = |v: &str| parse_bytes(v, 256, 1 << 20))]
+    pub ws_read_buffer: usize,
+
+    /// Most simultaneous charger connections.
+    #[arg(long, env = "CSMS_MAX_CHARGERS", default_value_t = 100_000)]
+    pub max_chargers: usize,
+}
+
+impl Config {
+    /// Defaults for an embedded test server: loopback, port 0, the given database.
+    pub fn for_tests(database_url: impl Into<String>) -> Self {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            config: Config,
+        }
+        // Parse from no arguments so the defaults stay in one place, but do
+        // not let the environment of the test run leak in.
+        let mut config = Only::try_parse_from(["csms"]).expect("defaults parse").config;
+        config.listen = "127.0.0.1:0".parse().expect("loopback");
+        config.database_url = database_url.into();
+        config.jwt_secret = Some("test-secret-test-secret-test-secret".into());
+        config.unknown_chargers = UnknownChargers::Accept;
+        config.tls_cert = None;
+        config.tls_key = None;
+        config
+    }
+}
+
+/// A byte count within `min..=max`.
+pub fn parse_bytes(text: &str, min: usize, max: usize) -> Result<usize, String> {
+    let n: usize = text.trim().parse().map_err(|_| format!("{text:?} is not a number of bytes"))?;
+    if !(min..=max).contains(&n) {
+        return Err(format!("{n} is outside {min}..={max} bytes"));
+    }
+    Ok(n)
+}
+
+/// `500ms`, `30s`, `5m`, `24h`, `2d`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 30s, 5m or 24h"))?;
+    let seconds = match unit.trim() {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        other => return Err(format!("unknown duration unit {other:?} (use ms, s, m, h or d)")),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_with_their_units() {
+        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+}

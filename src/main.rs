@@ -1,0 +1,73 @@
+//! The `csms` binary: `csms` (or `csms serve`) runs the server; `csms token`
+//! prints a bearer token; `csms charger` provisions a charger.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use csms::config::{parse_duration, Config};
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "csms", version, about = "Charging station management system (OCPP 1.6J)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Print a bearer token for a user, for operators and scripts.
+    Token {
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value = "driver", value_parser = ["driver", "admin"])]
+        role: String,
+        /// Token lifetime.
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        ttl: Duration,
+    },
+    /// Register a charger ahead of its first connection, optionally with a
+    /// Basic-auth password (OCPP security profile 1/2).
+    Charger {
+        #[arg(long)]
+        id: String,
+        /// The charger's AuthorizationKey; read from CSMS_CHARGER_PASSWORD if set.
+        #[arg(long, env = "CSMS_CHARGER_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        #[arg(long, value_parser = ["Accepted", "Pending", "Rejected"])]
+        registration: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CSMS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => csms::app::Application::build(cli.config).await?.run_until_stopped().await,
+        Command::Token { user, role, ttl } => {
+            let store = csms::store::connect(&cli.config.database_url).await?;
+            let keys = csms::api::auth::JwtKeys::load(cli.config.jwt_secret.as_deref(), store.as_ref()).await?;
+            println!("{}", keys.issue(&user, &role, ttl)?);
+            Ok(())
+        }
+        Command::Charger { id, password, registration } => {
+            csms::charger::handshake::identity_from_path(&format!("/ocpp/{id}")).map_err(anyhow::Error::msg)?;
+            let store = csms::store::connect(&cli.config.database_url).await?;
+            let registration = registration.as_deref().and_then(csms::store::RegistrationStatus::parse);
+            let hash = password.map(|p| Some(csms::charger::auth::hash_password(&p)));
+            store.provision_charger(&id, registration, hash).await?;
+            println!("charger {id} registered");
+            Ok(())
+        }
+    }
+}

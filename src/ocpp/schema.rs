@@ -1,0 +1,199 @@
+//! Validation against the official OCPP 1.6 JSON schemas (vendored unchanged
+//! under `schemas/ocpp16/`, embedded at compile time).
+//!
+//! Every incoming CALL is checked before anything acts on it; outgoing
+//! commands and the chargers' answers to them are checked too. Failures map to
+//! the CALLERROR codes of OCPP-J 1.6. `format` (date-time) is deliberately not
+//! enforced here: chargers in the field send timestamps without a zone, and the
+//! contract says to answer, keep and flag those rather than refuse them
+//! (see [`super::time`]).
+
+use super::error::{CallError, ErrorCode};
+use jsonschema::error::ValidationErrorKind;
+use jsonschema::Validator;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+macro_rules! embedded_schemas {
+    ($($name:literal),* $(,)?) => {
+        &[$(
+            ($name, include_str!(concat!("../../schemas/ocpp16/", $name, ".json")),
+             include_str!(concat!("../../schemas/ocpp16/", $name, "Response.json"))),
+        )*]
+    };
+}
+
+/// (action, request schema, response schema) for every OCPP 1.6 action.
+static SOURCES: &[(&str, &str, &str)] = embedded_schemas![
+    "Authorize", "BootNotification", "CancelReservation", "CertificateSigned",
+    "ChangeAvailability", "ChangeConfiguration", "ClearCache", "ClearChargingProfile",
+    "DataTransfer", "DeleteCertificate", "DiagnosticsStatusNotification",
+    "ExtendedTriggerMessage", "FirmwareStatusNotification", "GetCompositeSchedule",
+    "GetConfiguration", "GetDiagnostics", "GetInstalledCertificateIds",
+    "GetLocalListVersion", "GetLog", "Heartbeat", "InstallCertificate",
+    "LogStatusNotification", "MeterValues", "RemoteStartTransaction",
+    "RemoteStopTransaction", "ReserveNow", "Reset", "SecurityEventNotification",
+    "SendLocalList", "SetChargingProfile", "SignCertificate",
+    "SignedFirmwareStatusNotification", "SignedUpdateFirmware", "StartTransaction",
+    "StatusNotification", "StopTransaction", "TriggerMessage", "UnlockConnector",
+    "UpdateFirmware",
+];
+
+struct Pair {
+    request: Validator,
+    response: Validator,
+}
+
+static VALIDATORS: LazyLock<HashMap<&'static str, Pair>> = LazyLock::new(|| {
+    SOURCES
+        .iter()
+        .map(|(action, request, response)| {
+            (*action, Pair { request: compile(action, request), response: compile(action, response) })
+        })
+        .collect()
+});
+
+fn compile(action: &str, source: &str) -> Validator {
+    let schema: Value = serde_json::from_str(source).unwrap_or_else(|e| panic!("schema of {action} is not JSON: {e}"));
+    jsonschema::options()
+        .should_validate_formats(false)
+        .build(&schema)
+        .unwrap_or_else(|e| panic!("schema of {action} does not compile: {e}"))
+}
+
+/// Compiles every schema now rather than on the first message.
+pub fn preload() {
+    LazyLock::force(&VALIDATORS);
+}
+
+pub fn has_schema(action: &str) -> bool {
+    VALIDATORS.contains_key(action)
+}
+
+/// Checks the payload of a CALL `action` (either direction).
+pub fn validate_request(action: &str, payload: &Value) -> Result<(), CallError> {
+    let pair = VALIDATORS
+        .get(action)
+        .ok_or_else(|| CallError::new(ErrorCode::NotImplemented, format!("Unknown action {action}")))?;
+    check(&pair.request, payload)
+}
+
+/// Checks the CALLRESULT payload answering `action`.
+pub fn validate_response(action: &str, payload: &Value) -> Result<(), CallError> {
+    let pair = VALIDATORS
+        .get(action)
+        .ok_or_else(|| CallError::new(ErrorCode::NotImplemented, format!("Unknown action {action}")))?;
+    check(&pair.response, payload)
+}
+
+fn check(validator: &Validator, payload: &Value) -> Result<(), CallError> {
+    let errors: Vec<_> = validator.iter_errors(payload).collect();
+    if errors.is_empty() {
+        return Ok(());
+    }
+    // The most telling error decides the code: a wrong type or a missing field
+    // says more about the sender than a range check on a neighbouring field.
+    let code = errors.iter().map(|e| code_for(&e.kind)).min_by_key(|c| rank(*c)).unwrap_or(ErrorCode::FormationViolation);
+    let listed: Vec<Value> = errors
+        .iter()
+        .take(10)
+        .map(|e| json!({"path": e.instance_path.to_string(), "message": e.to_string()}))
+        .collect();
+    let description = errors.iter().take(3).map(|e| describe(e)).collect::<Vec<_>>().join("; ");
+    Err(CallError::new(code, description).with_details(json!({ "errors": listed })))
+}
+
+fn describe(e: &jsonschema::ValidationError<'_>) -> String {
+    let path = e.instance_path.to_string();
+    if path.is_empty() {
+        e.to_string()
+    } else {
+        format!("{path}: {e}")
+    }
+}
+
+fn code_for(kind: &ValidationErrorKind) -> ErrorCode {
+    use ValidationErrorKind as K;
+    match kind {
+        K::Type { .. } => ErrorCode::TypeConstraintViolation,
+        K::Required { .. } => ErrorCode::OccurenceConstraintViolation,
+        K::MinItems { .. } | K::MaxItems { .. } => ErrorCode::OccurenceConstraintViolation,
+        K::Enum { .. }
+        | K::Constant { .. }
+        | K::MaxLength { .. }
+        | K::MinLength { .. }
+        | K::Minimum { .. }
+        | K::Maximum { .. }
+        | K::ExclusiveMinimum { .. }
+        | K::ExclusiveMaximum { .. }
+        | K::MultipleOf { .. }
+        | K::Pattern { .. }
+        | K::Format { .. }
+        | K::UniqueItems => ErrorCode::PropertyConstraintViolation,
+        // Fields the PDU does not define: the payload is not of the PDU's shape.
+        _ => ErrorCode::FormationViolation,
+    }
+}
+
+fn rank(code: ErrorCode) -> u8 {
+    match code {
+        ErrorCode::TypeConstraintViolation => 0,
+        ErrorCode::OccurenceConstraintViolation => 1,
+        ErrorCode::FormationViolation => 2,
+        _ => 3,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(action: &str, payload: Value) -> ErrorCode {
+        validate_request(action, &payload).unwrap_err().code
+    }
+
+    #[test]
+    fn every_action_of_both_directions_has_a_schema() {
+        for action in super::super::action::CHARGER_TO_SERVER.iter().chain(super::super::action::SERVER_TO_CHARGER) {
+            assert!(has_schema(action), "{action} has no schema");
+        }
+    }
+
+    #[test]
+    fn a_valid_start_transaction_passes() {
+        let ok = json!({"connectorId":1,"idTag":"ABC","meterStart":0,"timestamp":"2024-01-15T10:30:00.000Z"});
+        assert!(validate_request("StartTransaction", &ok).is_ok());
+    }
+
+    #[test]
+    fn schema_failures_map_to_the_ocpp_j_codes() {
+        let base = json!({"connectorId":1,"idTag":"ABC","meterStart":0,"timestamp":"2024-01-15T10:30:00Z"});
+        let mut wrong_type = base.clone();
+        wrong_type["meterStart"] = json!("abc");
+        assert_eq!(code("StartTransaction", wrong_type), ErrorCode::TypeConstraintViolation);
+
+        let mut missing = base.clone();
+        missing.as_object_mut().unwrap().remove("idTag");
+        assert_eq!(code("StartTransaction", missing), ErrorCode::OccurenceConstraintViolation);
+
+        let mut too_long = base.clone();
+        too_long["idTag"] = json!("123456789012345678901");
+        assert_eq!(code("StartTransaction", too_long), ErrorCode::PropertyConstraintViolation);
+
+        assert_eq!(
+            code("StatusNotification", json!({"connectorId":1,"errorCode":"NoError","status":"Dancing"})),
+            ErrorCode::PropertyConstraintViolation
+        );
+
+        let mut extra = base;
+        extra["surprise"] = json!(1);
+        assert_eq!(code("StartTransaction", extra), ErrorCode::FormationViolation);
+    }
+
+    #[test]
+    fn timestamps_without_a_zone_are_not_refused_by_the_schema() {
+        let p = json!({"connectorId":1,"idTag":"ABC","meterStart":0,"timestamp":"2024-01-15T10:30:00"});
+        assert!(validate_request("StartTransaction", &p).is_ok());
+    }
+}

@@ -1,0 +1,110 @@
+//! Durable storage behind one [`Store`] trait, with a SQLite implementation
+//! (the embedded default) and a PostgreSQL one (several nodes may share it).
+//!
+//! Reads go straight to a connection pool. Writes that a charger waits for go
+//! through a group-commit writer ([`batch`]): writes from many chargers are
+//! committed together in one database transaction, each inside its own
+//! savepoint, so thousands of messages per second cost a handful of disk
+//! flushes instead of one each, and one failing write does not fail its
+//! neighbours. A charger is answered only after the commit holding its write.
+
+pub mod batch;
+pub mod model;
+mod sql;
+
+use anyhow::Result;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+
+pub use model::*;
+pub use sql::{PostgresStore, SqliteStore};
+
+/// Which transactions to list.
+#[derive(Debug, Clone, Default)]
+pub struct TransactionFilter {
+    pub charger_id: Option<String>,
+    pub status: Option<String>,
+    pub limit: Option<i64>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+    /// Succeeds once the database answers.
+    async fn ping(&self) -> Result<()>;
+    /// Waits until every write queued so far (including the message log,
+    /// which nobody waits for) is committed.
+    async fn flush(&self) -> Result<()>;
+
+    async fn setting(&self, key: &str) -> Result<Option<String>>;
+    /// Stores `value` unless the key has one, and returns the value kept, so
+    /// that several nodes starting at once agree on one.
+    async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String>;
+
+    async fn charger(&self, id: &str) -> Result<Option<ChargerRecord>>;
+    async fn chargers(&self) -> Result<Vec<ChargerRecord>>;
+    /// Creates or updates a charger as an operator does, before it ever
+    /// connects. `password_hash`: `None` leaves it, `Some(None)` clears it.
+    async fn provision_charger(
+        &self,
+        id: &str,
+        registration: Option<RegistrationStatus>,
+        password_hash: Option<Option<String>>,
+    ) -> Result<()>;
+    /// Records a BootNotification and returns the charger's registration
+    /// status; a charger never seen before is created with `status_if_new`.
+    async fn record_boot(
+        &self,
+        id: &str,
+        info: BootInfo,
+        status_if_new: RegistrationStatus,
+        at: DateTime<Utc>,
+    ) -> Result<RegistrationStatus>;
+    async fn record_heartbeat(&self, id: &str, at: DateTime<Utc>) -> Result<()>;
+    /// Keeps a connector's latest status. A connector shown Available while a
+    /// transaction is still open on it closes that transaction; the ids of
+    /// the closed ones are returned.
+    async fn record_status(&self, status: ConnectorStatus) -> Result<Vec<i64>>;
+    async fn connectors(&self, charger_id: &str) -> Result<Vec<ConnectorStatus>>;
+
+    async fn upsert_user(&self, user: &UserRecord) -> Result<()>;
+    async fn user(&self, id: &str) -> Result<Option<UserRecord>>;
+    async fn upsert_id_tag(&self, tag: &IdTagRecord) -> Result<()>;
+    async fn id_tag(&self, id_tag: &str) -> Result<Option<IdTagRecord>>;
+
+    async fn start_transaction(&self, tx: NewTransaction) -> Result<StartOutcome>;
+    async fn add_meter_values(&self, batch: MeterBatch) -> Result<()>;
+    async fn stop_transaction(&self, stop: StopRequest) -> Result<StopOutcome>;
+    async fn transaction(&self, id: i64) -> Result<Option<TransactionRecord>>;
+    async fn transactions(&self, filter: TransactionFilter) -> Result<Vec<TransactionRecord>>;
+    async fn meter_values(&self, transaction_id: i64) -> Result<Vec<StoredSample>>;
+
+    async fn record_anomaly(
+        &self,
+        charger_id: &str,
+        transaction_id: Option<i64>,
+        kind: &str,
+        detail: serde_json::Value,
+    ) -> Result<()>;
+    async fn anomalies(&self, charger_id: Option<&str>, limit: i64) -> Result<Vec<Anomaly>>;
+
+    /// Queues a frame for the message log without waiting for it: the log
+    /// must never slow a charger down. [`Store::flush`] waits for it.
+    fn log_message(&self, entry: NewLogEntry);
+    async fn messages(&self, charger_id: &str, limit: i64) -> Result<Vec<LoggedMessage>>;
+}
+
+pub type SharedStore = Arc<dyn Store>;
+
+/// Opens (creating and migrating) the database a `CSMS_DATABASE_URL` names.
+pub async fn connect(url: &str) -> Result<SharedStore> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(PostgresStore::open(url).await?))
+    } else {
+        anyhow::bail!("unsupported database URL {url:?}: expected sqlite://PATH or postgres://...")
+    }
+}

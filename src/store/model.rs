@@ -1,0 +1,287 @@
+//! The records the store keeps, as the rest of the server sees them.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// A charger's standing with the central system (OCPP RegistrationStatus).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum RegistrationStatus {
+    Accepted,
+    Pending,
+    Rejected,
+}
+
+impl RegistrationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegistrationStatus::Accepted => "Accepted",
+            RegistrationStatus::Pending => "Pending",
+            RegistrationStatus::Rejected => "Rejected",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "Accepted" => Some(RegistrationStatus::Accepted),
+            "Pending" => Some(RegistrationStatus::Pending),
+            "Rejected" => Some(RegistrationStatus::Rejected),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChargerRecord {
+    pub id: String,
+    pub registration_status: RegistrationStatus,
+    #[serde(skip)]
+    pub password_hash: Option<String>,
+    pub vendor: Option<String>,
+    pub model: Option<String>,
+    pub charge_point_serial_number: Option<String>,
+    pub charge_box_serial_number: Option<String>,
+    pub firmware_version: Option<String>,
+    pub iccid: Option<String>,
+    pub imsi: Option<String>,
+    pub meter_type: Option<String>,
+    pub meter_serial_number: Option<String>,
+    pub last_boot_at: Option<DateTime<Utc>>,
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a BootNotification tells about a charger.
+#[derive(Debug, Clone, Default)]
+pub struct BootInfo {
+    pub vendor: String,
+    pub model: String,
+    pub charge_point_serial_number: Option<String>,
+    pub charge_box_serial_number: Option<String>,
+    pub firmware_version: Option<String>,
+    pub iccid: Option<String>,
+    pub imsi: Option<String>,
+    pub meter_type: Option<String>,
+    pub meter_serial_number: Option<String>,
+}
+
+/// The latest StatusNotification of one connector (0 is the charger itself).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectorStatus {
+    pub charger_id: String,
+    pub connector_id: i64,
+    pub status: String,
+    pub error_code: String,
+    pub info: Option<String>,
+    pub vendor_id: Option<String>,
+    pub vendor_error_code: Option<String>,
+    /// The charger's timestamp, or the arrival time when it sent none.
+    pub status_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserRecord {
+    pub id: String,
+    pub email: Option<String>,
+    pub name: String,
+    pub role: String,
+    #[serde(skip)]
+    pub password_hash: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An RFC-style identifier (RFID card, app token) a charger authorizes with.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdTagRecord {
+    pub id_tag: String,
+    pub user_id: Option<String>,
+    /// `Accepted`, `Blocked`, `Expired` or `Invalid`, as an operator set it.
+    pub status: String,
+    pub expiry_date: Option<DateTime<Utc>>,
+    pub parent_id_tag: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A StartTransaction as the store takes it.
+#[derive(Debug, Clone)]
+pub struct NewTransaction {
+    pub charger_id: String,
+    pub connector_id: i64,
+    pub id_tag: String,
+    pub meter_start: i64,
+    /// The charger's timestamp: the clock of an OCPP session.
+    pub start_time: DateTime<Utc>,
+    pub reservation_id: Option<i64>,
+    /// The idTag's own verdict (Accepted, Blocked, Expired, Invalid); the
+    /// store turns Accepted into ConcurrentTx when the tag is busy elsewhere.
+    pub id_tag_status: String,
+    pub received_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartOutcome {
+    pub transaction_id: i64,
+    pub id_tag_status: String,
+    /// The same StartTransaction was stored before: same id, nothing new.
+    pub retransmission: bool,
+}
+
+/// One sampled value of a MeterValues or a StopTransaction's transactionData.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub sampled_at: DateTime<Utc>,
+    pub measurand: String,
+    pub phase: Option<String>,
+    pub unit: Option<String>,
+    pub context: Option<String>,
+    pub location: Option<String>,
+    pub format: Option<String>,
+    pub value: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct MeterBatch {
+    pub charger_id: String,
+    pub connector_id: i64,
+    pub transaction_id: Option<i64>,
+    pub samples: Vec<Sample>,
+    pub received_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StopRequest {
+    pub charger_id: String,
+    pub transaction_id: i64,
+    pub id_tag: Option<String>,
+    pub meter_stop: i64,
+    pub stop_time: DateTime<Utc>,
+    pub reason: Option<String>,
+    pub samples: Vec<Sample>,
+    pub received_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopOutcome {
+    /// The transaction is now stopped with these values.
+    Stopped,
+    /// The very same stop arrived before; nothing changed.
+    Retransmission,
+    /// A different stop for a stopped transaction: kept as an anomaly.
+    AlreadyStopped,
+    /// No such transaction (or -1): kept as an anomaly for an operator.
+    UnknownTransaction,
+    /// The transaction is another charger's: kept as an anomaly.
+    OtherCharger,
+}
+
+/// Transaction states. `closed` is a transaction the charger never stopped
+/// but showed to be over (its connector went Available): a StopTransaction
+/// that arrives later still completes it with the charger's own values.
+pub const TX_ACTIVE: &str = "active";
+pub const TX_STOPPED: &str = "stopped";
+pub const TX_CLOSED: &str = "closed";
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransactionRecord {
+    pub id: i64,
+    pub charger_id: String,
+    pub connector_id: i64,
+    pub id_tag: String,
+    pub id_tag_status: String,
+    pub reservation_id: Option<i64>,
+    pub meter_start: i64,
+    pub start_time: DateTime<Utc>,
+    pub status: String,
+    pub meter_stop: Option<i64>,
+    pub stop_time: Option<DateTime<Utc>>,
+    pub stop_reason: Option<String>,
+    pub stop_id_tag: Option<String>,
+    pub last_register_wh: Option<f64>,
+    pub last_register_at: Option<DateTime<Utc>>,
+    /// Energy delivered: latest register − meterStart, never negative.
+    pub energy_wh: f64,
+    pub soc_start: Option<f64>,
+    pub soc_last: Option<f64>,
+    pub soc_last_at: Option<DateTime<Utc>>,
+    pub power_w_last: Option<f64>,
+    pub received_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredSample {
+    pub id: i64,
+    pub charger_id: String,
+    pub connector_id: i64,
+    pub transaction_id: Option<i64>,
+    pub sampled_at: DateTime<Utc>,
+    pub measurand: String,
+    pub phase: Option<String>,
+    pub unit: Option<String>,
+    pub context: Option<String>,
+    pub location: Option<String>,
+    pub format: Option<String>,
+    pub value: String,
+}
+
+/// Something a charger sent that was answered but is not right: kept for an
+/// operator, never a reason to withhold an answer.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Anomaly {
+    pub id: i64,
+    pub charger_id: String,
+    pub transaction_id: Option<i64>,
+    pub kind: String,
+    pub detail: serde_json::Value,
+    pub occurred_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Direction {
+    /// From the charger to the server.
+    In,
+    /// From the server to the charger.
+    Out,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        }
+    }
+}
+
+/// One OCPP-J frame as it crossed the wire, for the operator's message log.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoggedMessage {
+    pub id: i64,
+    pub charger_id: String,
+    pub direction: String,
+    pub message_type: i64,
+    pub message_id: String,
+    pub action: Option<String>,
+    pub payload: String,
+    pub logged_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewLogEntry {
+    pub charger_id: String,
+    pub direction: Direction,
+    pub message_type: i64,
+    pub message_id: String,
+    pub action: Option<String>,
+    pub payload: String,
+    pub logged_at: DateTime<Utc>,
+}
