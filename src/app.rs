@@ -33,7 +33,8 @@ impl Application {
         crate::ocpp::schema::preload();
         let store = store::connect(&config.database_url).await?;
         let jwt = api::auth::JwtKeys::load(config.jwt_secret.as_deref(), store.as_ref()).await?;
-        let listener = std::net::TcpListener::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
+        let listener = std::net::TcpListener::bind(config.listen)
+            .with_context(|| format!("binding {}", config.listen))?;
         listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
         let (stop, shutdown) = watch::channel(false);
@@ -46,7 +47,12 @@ impl Application {
             handshake_failures: Arc::new(FailureLimiter::new(10, Duration::from_secs(60))),
             shutdown,
         };
-        Ok(Application { listener, local_addr, state, stop })
+        Ok(Application {
+            listener,
+            local_addr,
+            state,
+            stop,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -79,9 +85,18 @@ impl Application {
     /// with a WebSocket close frame, lets in-flight messages finish, and
     /// flushes the store.
     pub async fn run_until(self, signal: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-        let Application { listener, local_addr, state, stop } = self;
+        let Application {
+            listener,
+            local_addr,
+            state,
+            stop,
+        } = self;
         let app = Self::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let scheme = if state.config.tls_cert.is_some() { "https/wss" } else { "http/ws" };
+        let scheme = if state.config.tls_cert.is_some() {
+            "https/wss"
+        } else {
+            "http/ws"
+        };
         tracing::info!(%local_addr, scheme, database = state.store.backend(), "csms listening");
 
         let handle = axum_server::Handle::new();
@@ -107,10 +122,16 @@ impl Application {
                 let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                     .await
                     .context("loading the TLS certificate and key")?;
-                axum_server::from_tcp_rustls(listener, tls)?.handle(handle).serve(app).await?;
+                axum_server::from_tcp_rustls(listener, tls)?
+                    .handle(handle)
+                    .serve(app)
+                    .await?;
             }
             _ => {
-                axum_server::from_tcp(listener)?.handle(handle).serve(app).await?;
+                axum_server::from_tcp(listener)?
+                    .handle(handle)
+                    .serve(app)
+                    .await?;
             }
         }
         let _ = stopper.await;

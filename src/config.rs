@@ -31,7 +31,12 @@ pub struct Config {
     pub jwt_secret: Option<String>,
 
     /// What to do with charger identities nobody registered.
-    #[arg(long, env = "CSMS_UNKNOWN_CHARGERS", value_enum, default_value = "accept")]
+    #[arg(
+        long,
+        env = "CSMS_UNKNOWN_CHARGERS",
+        value_enum,
+        default_value = "accept"
+    )]
     pub unknown_chargers: UnknownChargers,
 
     /// Lifetime of a payment link.
@@ -86,7 +91,9 @@ impl Config {
         }
         // Parse from no arguments so the defaults stay in one place, but do
         // not let the environment of the test run leak in.
-        let mut config = Only::try_parse_from(["csms"]).expect("defaults parse").config;
+        let mut config = Only::try_parse_from(["csms"])
+            .expect("defaults parse")
+            .config;
         config.listen = "127.0.0.1:0".parse().expect("loopback");
         config.database_url = database_url.into();
         config.jwt_secret = Some("test-secret-test-secret-test-secret".into());
@@ -99,7 +106,10 @@ impl Config {
 
 /// A byte count within `min..=max`.
 pub fn parse_bytes(text: &str, min: usize, max: usize) -> Result<usize, String> {
-    let n: usize = text.trim().parse().map_err(|_| format!("{text:?} is not a number of bytes"))?;
+    let n: usize = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of bytes"))?;
     if !(min..=max).contains(&n) {
         return Err(format!("{n} is outside {min}..={max} bytes"));
     }
@@ -109,16 +119,24 @@ pub fn parse_bytes(text: &str, min: usize, max: usize) -> Result<usize, String> 
 /// `500ms`, `30s`, `5m`, `24h`, `2d`; a bare number is seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 30s, 5m or 24h"))?;
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 5m or 24h"))?;
     let seconds = match unit.trim() {
         "ms" => return Ok(Duration::from_millis(n)),
         "" | "s" => n,
         "m" => n * 60,
         "h" => n * 3600,
         "d" => n * 86_400,
-        other => return Err(format!("unknown duration unit {other:?} (use ms, s, m, h or d)")),
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} (use ms, s, m, h or d)"
+            ))
+        }
     };
     Ok(Duration::from_secs(seconds))
 }

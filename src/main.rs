@@ -7,7 +7,11 @@ use csms::config::{parse_duration, Config};
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "csms", version, about = "Charging station management system (OCPP 1.6J)")]
+#[command(
+    name = "csms",
+    version,
+    about = "Charging station management system (OCPP 1.6J)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -53,17 +57,31 @@ async fn main() -> Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => csms::app::Application::build(cli.config).await?.run_until_stopped().await,
+        Command::Serve => {
+            csms::app::Application::build(cli.config)
+                .await?
+                .run_until_stopped()
+                .await
+        }
         Command::Token { user, role, ttl } => {
             let store = csms::store::connect(&cli.config.database_url).await?;
-            let keys = csms::api::auth::JwtKeys::load(cli.config.jwt_secret.as_deref(), store.as_ref()).await?;
+            let keys =
+                csms::api::auth::JwtKeys::load(cli.config.jwt_secret.as_deref(), store.as_ref())
+                    .await?;
             println!("{}", keys.issue(&user, &role, ttl)?);
             Ok(())
         }
-        Command::Charger { id, password, registration } => {
-            csms::charger::handshake::identity_from_path(&format!("/ocpp/{id}")).map_err(anyhow::Error::msg)?;
+        Command::Charger {
+            id,
+            password,
+            registration,
+        } => {
+            csms::charger::handshake::identity_from_path(&format!("/ocpp/{id}"))
+                .map_err(anyhow::Error::msg)?;
             let store = csms::store::connect(&cli.config.database_url).await?;
-            let registration = registration.as_deref().and_then(csms::store::RegistrationStatus::parse);
+            let registration = registration
+                .as_deref()
+                .and_then(csms::store::RegistrationStatus::parse);
             let hash = password.map(|p| Some(csms::charger::auth::hash_password(&p)));
             store.provision_charger(&id, registration, hash).await?;
             println!("charger {id} registered");

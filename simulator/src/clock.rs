@@ -21,7 +21,11 @@ impl SimClock {
     /// A clock that reads `start` now and runs `speed` times faster than real time.
     pub fn new(start: DateTime<Utc>, speed: f64) -> Self {
         assert!(speed > 0.0 && speed.is_finite(), "speed must be positive");
-        SimClock { origin_real: Instant::now(), origin_sim: start, speed }
+        SimClock {
+            origin_real: Instant::now(),
+            origin_sim: start,
+            speed,
+        }
     }
 
     /// A clock that starts at the wall-clock time.
@@ -66,6 +70,9 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(60)).await;
         let elapsed = clock.now() - start;
         assert_eq!(elapsed.num_seconds(), 3600);
-        assert_eq!(clock.real(Duration::from_secs(3600)), Duration::from_secs(60));
+        assert_eq!(
+            clock.real(Duration::from_secs(3600)),
+            Duration::from_secs(60)
+        );
     }
 }

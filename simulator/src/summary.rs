@@ -99,7 +99,8 @@ pub struct StatsSnapshot {
 impl StatsSnapshot {
     /// The progress line printed while a run goes on.
     pub fn progress_line(&self, previous: &StatsSnapshot, seconds: f64) -> String {
-        let rate = (self.calls_sent + self.frames_received).saturating_sub(previous.calls_sent + previous.frames_received)
+        let rate = (self.calls_sent + self.frames_received)
+            .saturating_sub(previous.calls_sent + previous.frames_received)
             as f64
             / seconds.max(1e-9);
         format!(
@@ -146,11 +147,20 @@ impl Recorder {
     pub fn summary(&self, elapsed_s: f64) -> Summary {
         let mut sessions = self.sessions();
         sessions.sort_by(|a, b| {
-            (a.charger_id.as_str(), a.connector_id, a.start_time.as_str())
-                .cmp(&(b.charger_id.as_str(), b.connector_id, b.start_time.as_str()))
+            (a.charger_id.as_str(), a.connector_id, a.start_time.as_str()).cmp(&(
+                b.charger_id.as_str(),
+                b.connector_id,
+                b.start_time.as_str(),
+            ))
         });
         let total_energy_wh = sessions.iter().map(|s| s.energy_wh).sum();
-        Summary { elapsed_s, stats: self.stats.snapshot(), total_energy_wh, sessions, probes: self.probes() }
+        Summary {
+            elapsed_s,
+            stats: self.stats.snapshot(),
+            total_energy_wh,
+            sessions,
+            probes: self.probes(),
+        }
     }
 }
 

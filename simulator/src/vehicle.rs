@@ -25,7 +25,11 @@ pub struct VehicleModel {
 
 impl Default for VehicleModel {
     fn default() -> Self {
-        VehicleModel { capacity_kwh: 60.0, max_ac_kw: 11.0, max_dc_kw: 100.0 }
+        VehicleModel {
+            capacity_kwh: 60.0,
+            max_ac_kw: 11.0,
+            max_dc_kw: 100.0,
+        }
     }
 }
 
@@ -39,7 +43,10 @@ pub struct Vehicle {
 impl Vehicle {
     pub fn new(model: VehicleModel, initial_soc: f64) -> Self {
         let soc = initial_soc.clamp(0.0, 100.0);
-        Vehicle { model, stored_wh: model.capacity_kwh * 1000.0 * soc / 100.0 }
+        Vehicle {
+            model,
+            stored_wh: model.capacity_kwh * 1000.0 * soc / 100.0,
+        }
     }
 
     pub fn capacity_wh(&self) -> f64 {
@@ -118,7 +125,9 @@ impl PowerKind {
     /// Power (W) for a current limit (A), as a charging profile in amperes means it.
     pub fn power_w(&self, current_a: f64, phases: Option<u8>) -> f64 {
         match *self {
-            PowerKind::Ac { phases: p, voltage } => current_a * voltage * phases.unwrap_or(p).max(1) as f64,
+            PowerKind::Ac { phases: p, voltage } => {
+                current_a * voltage * phases.unwrap_or(p).max(1) as f64
+            }
             PowerKind::Dc { voltage } => current_a * voltage,
         }
     }
@@ -135,13 +144,24 @@ pub struct ChargerModel {
 impl Default for ChargerModel {
     /// A common 22 kW three-phase AC wallbox with two sockets.
     fn default() -> Self {
-        ChargerModel { max_power_w: 22_000.0, connectors: 2, kind: PowerKind::Ac { phases: 3, voltage: 230.0 } }
+        ChargerModel {
+            max_power_w: 22_000.0,
+            connectors: 2,
+            kind: PowerKind::Ac {
+                phases: 3,
+                voltage: 230.0,
+            },
+        }
     }
 }
 
 impl ChargerModel {
     pub fn dc(max_power_kw: f64, connectors: u32) -> Self {
-        ChargerModel { max_power_w: max_power_kw * 1000.0, connectors, kind: PowerKind::Dc { voltage: 400.0 } }
+        ChargerModel {
+            max_power_w: max_power_kw * 1000.0,
+            connectors,
+            kind: PowerKind::Dc { voltage: 400.0 },
+        }
     }
 }
 
@@ -154,7 +174,9 @@ pub struct Meter {
 
 impl Meter {
     pub fn new(register_wh: u64) -> Self {
-        Meter { register_wh: register_wh as f64 }
+        Meter {
+            register_wh: register_wh as f64,
+        }
     }
 
     pub fn add(&mut self, wh: f64) {
@@ -178,24 +200,42 @@ impl Meter {
 mod tests {
     use super::*;
 
-    const AC: PowerKind = PowerKind::Ac { phases: 3, voltage: 230.0 };
+    const AC: PowerKind = PowerKind::Ac {
+        phases: 3,
+        voltage: 230.0,
+    };
     const DC: PowerKind = PowerKind::Dc { voltage: 400.0 };
 
     #[test]
     fn soc_never_goes_above_100() {
-        let mut v = Vehicle::new(VehicleModel { capacity_kwh: 40.0, max_ac_kw: 11.0, max_dc_kw: 150.0 }, 95.0);
+        let mut v = Vehicle::new(
+            VehicleModel {
+                capacity_kwh: 40.0,
+                max_ac_kw: 11.0,
+                max_dc_kw: 150.0,
+            },
+            95.0,
+        );
         for _ in 0..1000 {
             v.charge(150_000.0, DC, 60.0);
             assert!(v.soc() <= 100.0);
         }
         assert_eq!(v.soc(), 100.0);
         assert!(v.is_full());
-        assert_eq!(v.charge(150_000.0, DC, 60.0), (0.0, 0.0), "a full battery takes nothing");
+        assert_eq!(
+            v.charge(150_000.0, DC, 60.0),
+            (0.0, 0.0),
+            "a full battery takes nothing"
+        );
     }
 
     #[test]
     fn power_is_constant_below_80_and_tapers_above() {
-        let model = VehicleModel { capacity_kwh: 60.0, max_ac_kw: 11.0, max_dc_kw: 100.0 };
+        let model = VehicleModel {
+            capacity_kwh: 60.0,
+            max_ac_kw: 11.0,
+            max_dc_kw: 100.0,
+        };
         assert_eq!(Vehicle::new(model, 10.0).acceptance_w(DC), 100_000.0);
         assert_eq!(Vehicle::new(model, 79.0).acceptance_w(DC), 100_000.0);
         let p85 = Vehicle::new(model, 85.0).acceptance_w(DC);

@@ -29,22 +29,33 @@ pub struct JwtKeys {
 
 impl JwtKeys {
     pub fn new(secret: &[u8]) -> Self {
-        JwtKeys { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret) }
+        JwtKeys {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+        }
     }
 
     /// The configured secret, or the one generated on first start and kept in
     /// the database so that every restart (and every node) agrees on it.
     pub async fn load(configured: Option<&str>, store: &dyn Store) -> Result<Self> {
         if let Some(secret) = configured {
-            anyhow::ensure!(secret.len() >= 16, "CSMS_JWT_SECRET must be at least 16 characters");
+            anyhow::ensure!(
+                secret.len() >= 16,
+                "CSMS_JWT_SECRET must be at least 16 characters"
+            );
             return Ok(Self::new(secret.as_bytes()));
         }
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
         let candidate = hex::encode(bytes);
-        let kept = store.setting_or_insert("jwt_secret", &candidate).await.context("keeping the JWT secret")?;
+        let kept = store
+            .setting_or_insert("jwt_secret", &candidate)
+            .await
+            .context("keeping the JWT secret")?;
         if kept == candidate {
-            tracing::warn!("CSMS_JWT_SECRET is unset: generated a secret and kept it in the database");
+            tracing::warn!(
+                "CSMS_JWT_SECRET is unset: generated a secret and kept it in the database"
+            );
         }
         Ok(Self::new(kept.as_bytes()))
     }
@@ -58,7 +69,8 @@ impl JwtKeys {
             iat: Some(now),
             nbf: None,
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).context("signing a token")
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .context("signing a token")
     }
 
     /// Checks signature (HS256 only), `exp` (required) and `nbf` (if present).
@@ -80,6 +92,8 @@ mod tests {
         let token = keys.issue("u1", "admin", Duration::from_secs(60)).unwrap();
         let claims = keys.verify(&token).unwrap();
         assert_eq!((claims.sub.as_str(), claims.role.as_str()), ("u1", "admin"));
-        assert!(JwtKeys::new(b"another-secret-entirely").verify(&token).is_err());
+        assert!(JwtKeys::new(b"another-secret-entirely")
+            .verify(&token)
+            .is_err());
     }
 }

@@ -19,12 +19,18 @@ use subtle::ConstantTimeEq;
 pub fn hash_password(password: &str) -> String {
     let mut salt = [0u8; 16];
     rand::rng().fill_bytes(&mut salt);
-    format!("sha256${}${}", hex::encode(salt), hex::encode(digest(&salt, password)))
+    format!(
+        "sha256${}${}",
+        hex::encode(salt),
+        hex::encode(digest(&salt, password))
+    )
 }
 
 pub fn verify_password(password: &str, stored: &str) -> bool {
     let mut parts = stored.split('$');
-    let (Some("sha256"), Some(salt), Some(hash), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some("sha256"), Some(salt), Some(hash), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return false;
     };
     let (Ok(salt), Ok(expected)) = (hex::decode(salt), hex::decode(hash)) else {
@@ -42,8 +48,13 @@ fn digest(salt: &[u8], password: &str) -> Vec<u8> {
 
 /// Reads `Authorization: Basic base64(user:password)`.
 pub fn parse_basic(header: &str) -> Option<(String, String)> {
-    let encoded = header.trim().strip_prefix("Basic ").or_else(|| header.trim().strip_prefix("basic "))?;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let encoded = header
+        .trim()
+        .strip_prefix("Basic ")
+        .or_else(|| header.trim().strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
     // OCPP allows any bytes in the key; read it as UTF-8 where it is.
     let text = String::from_utf8(decoded).ok()?;
     let (user, password) = text.split_once(':')?;
@@ -60,7 +71,11 @@ pub struct FailureLimiter {
 
 impl FailureLimiter {
     pub fn new(max_failures: u32, window: Duration) -> Self {
-        FailureLimiter { max_failures, window, seen: Mutex::new(HashMap::new()) }
+        FailureLimiter {
+            max_failures,
+            window,
+            seen: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn is_blocked(&self, key: &str) -> bool {
@@ -83,7 +98,10 @@ impl FailureLimiter {
     }
 
     pub fn record_success(&self, key: &str) {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 }
 
@@ -102,7 +120,10 @@ mod tests {
 
     #[test]
     fn basic_auth_headers_are_read() {
-        assert_eq!(parse_basic("Basic Q1AwMDE6cGFzczp3b3Jk"), Some(("CP001".into(), "pass:word".into())));
+        assert_eq!(
+            parse_basic("Basic Q1AwMDE6cGFzczp3b3Jk"),
+            Some(("CP001".into(), "pass:word".into()))
+        );
         assert_eq!(parse_basic("Bearer abc"), None);
     }
 

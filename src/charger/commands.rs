@@ -5,9 +5,9 @@
 
 use super::registry::Registry;
 use crate::ocpp::CallError;
+use rust_ocpp::v1_6::messages as m;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use rust_ocpp::v1_6::messages as m;
 
 /// Why a command did not get an answer from the charger.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -27,7 +27,11 @@ pub enum CommandError {
     #[error("charger answered with a payload that does not match the schema: {0}")]
     InvalidResponse(String),
     #[error("charger answered with CALLERROR {code}: {description}")]
-    Rejected { code: String, description: String, details: serde_json::Value },
+    Rejected {
+        code: String,
+        description: String,
+        details: serde_json::Value,
+    },
 }
 
 /// A core-profile request type the server can send, with its answer type.
@@ -69,11 +73,17 @@ commands! {
 
 impl Registry {
     /// Sends a typed core-profile command and reads the typed answer.
-    pub async fn send<C: OcppCommand>(&self, charger_id: &str, request: &C) -> Result<C::Response, CommandError> {
-        let payload = serde_json::to_value(request).map_err(|e| CommandError::InvalidRequest(CallError::new(
-            crate::ocpp::ErrorCode::FormationViolation,
-            e.to_string(),
-        )))?;
+    pub async fn send<C: OcppCommand>(
+        &self,
+        charger_id: &str,
+        request: &C,
+    ) -> Result<C::Response, CommandError> {
+        let payload = serde_json::to_value(request).map_err(|e| {
+            CommandError::InvalidRequest(CallError::new(
+                crate::ocpp::ErrorCode::FormationViolation,
+                e.to_string(),
+            ))
+        })?;
         let answer = self.call(charger_id, C::ACTION, payload).await?;
         serde_json::from_value(answer).map_err(|e| CommandError::InvalidResponse(e.to_string()))
     }

@@ -32,7 +32,11 @@ struct Pending {
 
 pub async fn serve(socket: WebSocket, state: AppState, attachment: Attachment) {
     let span = tracing::info_span!("charger", charger = %attachment.charger_id);
-    Connection::new(socket, state, attachment).await.run().instrument(span).await
+    Connection::new(socket, state, attachment)
+        .await
+        .run()
+        .instrument(span)
+        .await
 }
 
 struct Connection {
@@ -65,12 +69,27 @@ impl Connection {
                 None
             }
         };
-        let context = ChargerContext { charger_id, state: state.clone(), registration };
-        Connection { socket, state, attachment, context, pending: None, last_heard: Instant::now(), next_message_id: 1 }
+        let context = ChargerContext {
+            charger_id,
+            state: state.clone(),
+            registration,
+        };
+        Connection {
+            socket,
+            state,
+            attachment,
+            context,
+            pending: None,
+            last_heard: Instant::now(),
+            next_message_id: 1,
+        }
     }
 
     async fn run(mut self) {
-        tracing::info!(connection = self.attachment.connection_id, "charger connected");
+        tracing::info!(
+            connection = self.attachment.connection_id,
+            "charger connected"
+        );
         let mut shutdown = self.state.shutdown.clone();
         let ping_every = self.state.config.ws_ping_interval;
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
@@ -134,8 +153,15 @@ impl Connection {
             Exit::Closed | Exit::Failed => (1000, ""),
         };
         if !matches!(exit, Exit::Closed | Exit::Failed) {
-            let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
-            let _ = tokio::time::timeout(Duration::from_secs(2), self.socket.send(Message::Close(Some(frame)))).await;
+            let frame = CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            };
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                self.socket.send(Message::Close(Some(frame))),
+            )
+            .await;
         }
         if let Some(p) = self.pending.take() {
             let _ = p.reply.send(Err(CommandError::ConnectionLost));
@@ -145,21 +171,35 @@ impl Connection {
         while let Ok(o) = self.attachment.commands.try_recv() {
             let _ = o.reply.send(Err(CommandError::ConnectionLost));
         }
-        let _ = self.state.store.record_heartbeat(&self.attachment.charger_id, now_ms()).await;
-        tracing::info!(reason = match exit {
-            Exit::Closed => "closed by charger",
-            Exit::Replaced => "replaced",
-            Exit::ShuttingDown => "shutdown",
-            Exit::Unresponsive => "unresponsive",
-            Exit::Failed => "socket error",
-        }, "charger disconnected");
+        let _ = self
+            .state
+            .store
+            .record_heartbeat(&self.attachment.charger_id, now_ms())
+            .await;
+        tracing::info!(
+            reason = match exit {
+                Exit::Closed => "closed by charger",
+                Exit::Replaced => "replaced",
+                Exit::ShuttingDown => "shutdown",
+                Exit::Unresponsive => "unresponsive",
+                Exit::Failed => "socket error",
+            },
+            "charger disconnected"
+        );
     }
 
     async fn send_text(&mut self, text: String) -> Result<(), axum::Error> {
         self.socket.send(Message::Text(text.into())).await
     }
 
-    fn log(&self, direction: Direction, message_type: i64, message_id: &str, action: Option<&str>, payload: &str) {
+    fn log(
+        &self,
+        direction: Direction,
+        message_type: i64,
+        message_id: &str,
+        action: Option<&str>,
+        payload: &str,
+    ) {
         self.state.store.log_message(NewLogEntry {
             charger_id: self.attachment.charger_id.clone(),
             direction,
@@ -183,7 +223,13 @@ impl Connection {
                         frame::encode_error(&call.id, error)
                     }
                 };
-                self.log(Direction::Out, if answer.is_ok() { 3 } else { 4 }, &call.id, Some(&call.action), &out);
+                self.log(
+                    Direction::Out,
+                    if answer.is_ok() { 3 } else { 4 },
+                    &call.id,
+                    Some(&call.action),
+                    &out,
+                );
                 self.send_text(out).await
             }
             Ok(Frame::CallResult { id, payload }) => {
@@ -191,9 +237,21 @@ impl Connection {
                 self.on_answer(&id, Ok(payload));
                 Ok(())
             }
-            Ok(Frame::CallError { id, code, description, details }) => {
+            Ok(Frame::CallError {
+                id,
+                code,
+                description,
+                details,
+            }) => {
                 self.log(Direction::In, 4, &id, None, text);
-                self.on_answer(&id, Err(CommandError::Rejected { code, description, details }));
+                self.on_answer(
+                    &id,
+                    Err(CommandError::Rejected {
+                        code,
+                        description,
+                        details,
+                    }),
+                );
                 Ok(())
             }
             Err(FrameError::Reply { id, error }) => {
@@ -217,19 +275,30 @@ impl Connection {
     /// The answer to one CALL: validated, gated by registration, handled.
     async fn answer(&mut self, call: &Call) -> Result<Value, CallError> {
         if !action::is_ocpp16_action(&call.action) {
-            return Err(CallError::new(ErrorCode::NotImplemented, format!("Unknown action {}", call.action)));
+            return Err(CallError::new(
+                ErrorCode::NotImplemented,
+                format!("Unknown action {}", call.action),
+            ));
         }
         if !action::is_charger_to_server(&call.action) {
-            return Err(CallError::new(ErrorCode::NotSupported, format!("{} is not accepted from a charger", call.action)));
+            return Err(CallError::new(
+                ErrorCode::NotSupported,
+                format!("{} is not accepted from a charger", call.action),
+            ));
         }
         schema::validate_request(&call.action, &call.payload)?;
-        if call.action != "BootNotification" && self.context.registration != Some(RegistrationStatus::Accepted) {
+        if call.action != "BootNotification"
+            && self.context.registration != Some(RegistrationStatus::Accepted)
+        {
             return Err(CallError::new(
                 ErrorCode::SecurityError,
                 "Charger is not accepted: send BootNotification and wait for Accepted",
             ));
         }
-        let payload = self.context.handle(&call.action, call.payload.clone()).await?;
+        let payload = self
+            .context
+            .handle(&call.action, call.payload.clone())
+            .await?;
         // Our own answers are held to the schema too: a bug here must show
         // as an InternalError, not as a payload a charger chokes on.
         if let Err(e) = schema::validate_response(&call.action, &payload) {
@@ -244,10 +313,13 @@ impl Connection {
             tracing::warn!(message_id = %id, "answer to no outstanding CALL dropped");
             return;
         };
-        let result = result.and_then(|payload| match schema::validate_response(&pending.action, &payload) {
-            Ok(()) => Ok(payload),
-            Err(e) => Err(CommandError::InvalidResponse(e.description)),
-        });
+        let result =
+            result.and_then(
+                |payload| match schema::validate_response(&pending.action, &payload) {
+                    Ok(()) => Ok(payload),
+                    Err(e) => Err(CommandError::InvalidResponse(e.description)),
+                },
+            );
         let _ = pending.reply.send(result);
     }
 
@@ -258,7 +330,13 @@ impl Connection {
         let message_id = format!("{}-{}", self.attachment.connection_id, self.next_message_id);
         self.next_message_id += 1;
         let text = frame::encode_call(&message_id, &outgoing.action, &outgoing.payload);
-        self.log(Direction::Out, 2, &message_id, Some(&outgoing.action), &text);
+        self.log(
+            Direction::Out,
+            2,
+            &message_id,
+            Some(&outgoing.action),
+            &text,
+        );
         self.pending = Some(Pending {
             message_id,
             action: outgoing.action,
@@ -283,6 +361,10 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 }
 
 fn truncate(text: &str) -> &str {
-    let end = text.char_indices().nth(200).map(|(i, _)| i).unwrap_or(text.len());
+    let end = text
+        .char_indices()
+        .nth(200)
+        .map(|(i, _)| i)
+        .unwrap_or(text.len());
     &text[..end]
 }

@@ -10,7 +10,8 @@ use crate::ocpp::time::{format_ms, now_ms, parse_charger_time};
 use crate::ocpp::{CallError, ErrorCode};
 use crate::state::AppState;
 use crate::store::{
-    BootInfo, ConnectorStatus, MeterBatch, NewTransaction, RegistrationStatus, Sample, StopOutcome, StopRequest,
+    BootInfo, ConnectorStatus, MeterBatch, NewTransaction, RegistrationStatus, Sample, StopOutcome,
+    StopRequest,
 };
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
@@ -62,7 +63,10 @@ impl ChargerContext {
                 self.touch().await?;
                 Ok(json!({}))
             }
-            _ => Err(CallError::new(ErrorCode::NotSupported, format!("{action} is not accepted from a charger"))),
+            _ => Err(CallError::new(
+                ErrorCode::NotSupported,
+                format!("{action} is not accepted from a charger"),
+            )),
         }
     }
 
@@ -85,25 +89,40 @@ impl ChargerContext {
             meter_serial_number: request.meter_serial_number,
         };
         let now = now_ms();
-        let status = self.state.store.record_boot(&self.charger_id, info, status_if_new, now).await.map_err(internal)?;
+        let status = self
+            .state
+            .store
+            .record_boot(&self.charger_id, info, status_if_new, now)
+            .await
+            .map_err(internal)?;
         self.registration = Some(status);
         let interval = match status {
             RegistrationStatus::Accepted => config.heartbeat_interval.as_secs(),
             _ => config.boot_retry_interval.as_secs(),
         };
-        Ok(json!({ "status": status.as_str(), "currentTime": format_ms(now), "interval": interval }))
+        Ok(
+            json!({ "status": status.as_str(), "currentTime": format_ms(now), "interval": interval }),
+        )
     }
 
     async fn heartbeat(&self) -> Result<Value, CallError> {
         let now = now_ms();
-        self.state.store.record_heartbeat(&self.charger_id, now).await.map_err(internal)?;
+        self.state
+            .store
+            .record_heartbeat(&self.charger_id, now)
+            .await
+            .map_err(internal)?;
         Ok(json!({ "currentTime": format_ms(now) }))
     }
 
     async fn touch(&self) -> Result<(), CallError> {
         // Any message proves the charger alive; a heartbeat write is the
         // cheapest record of that.
-        self.state.store.record_heartbeat(&self.charger_id, now_ms()).await.map_err(internal)
+        self.state
+            .store
+            .record_heartbeat(&self.charger_id, now_ms())
+            .await
+            .map_err(internal)
     }
 
     /// The idTagInfo for `id_tag`: Accepted only for a tag that belongs to a
@@ -133,30 +152,61 @@ impl ChargerContext {
 
     /// A charger's timestamp as the session clock; one that cannot be read,
     /// or has no zone, is flagged (and an unreadable one replaced by now).
-    async fn charger_time(&self, text: &str, transaction_id: Option<i64>) -> Result<DateTime<Utc>, CallError> {
+    async fn charger_time(
+        &self,
+        text: &str,
+        transaction_id: Option<i64>,
+    ) -> Result<DateTime<Utc>, CallError> {
         match parse_charger_time(text) {
             Some(t) => {
                 if t.assumed_utc {
-                    self.anomaly(transaction_id, "timestamp_without_zone", json!({ "timestamp": text })).await?;
+                    self.anomaly(
+                        transaction_id,
+                        "timestamp_without_zone",
+                        json!({ "timestamp": text }),
+                    )
+                    .await?;
                 }
                 Ok(t.at)
             }
             None => {
-                self.anomaly(transaction_id, "unreadable_timestamp", json!({ "timestamp": text })).await?;
+                self.anomaly(
+                    transaction_id,
+                    "unreadable_timestamp",
+                    json!({ "timestamp": text }),
+                )
+                .await?;
                 Ok(now_ms())
             }
         }
     }
 
-    async fn anomaly(&self, transaction_id: Option<i64>, kind: &str, detail: Value) -> Result<(), CallError> {
-        self.state.store.record_anomaly(&self.charger_id, transaction_id, kind, detail).await.map_err(internal)
+    async fn anomaly(
+        &self,
+        transaction_id: Option<i64>,
+        kind: &str,
+        detail: Value,
+    ) -> Result<(), CallError> {
+        self.state
+            .store
+            .record_anomaly(&self.charger_id, transaction_id, kind, detail)
+            .await
+            .map_err(internal)
     }
 
-    async fn start_transaction(&self, request: payload::StartTransaction) -> Result<Value, CallError> {
+    async fn start_transaction(
+        &self,
+        request: payload::StartTransaction,
+    ) -> Result<Value, CallError> {
         let start_time = self.charger_time(&request.timestamp, None).await?;
         let mut id_tag_info = self.id_tag_info(&request.id_tag).await?;
         if request.connector_id <= 0 {
-            self.anomaly(None, "start_on_connector_0", json!({ "connectorId": request.connector_id })).await?;
+            self.anomaly(
+                None,
+                "start_on_connector_0",
+                json!({ "connectorId": request.connector_id }),
+            )
+            .await?;
         }
         let outcome = self
             .state
@@ -168,7 +218,10 @@ impl ChargerContext {
                 meter_start: request.meter_start,
                 start_time,
                 reservation_id: request.reservation_id,
-                id_tag_status: id_tag_info["status"].as_str().unwrap_or("Invalid").to_owned(),
+                id_tag_status: id_tag_info["status"]
+                    .as_str()
+                    .unwrap_or("Invalid")
+                    .to_owned(),
                 received_at: now_ms(),
             })
             .await
@@ -181,7 +234,10 @@ impl ChargerContext {
         Ok(json!({ "transactionId": outcome.transaction_id, "idTagInfo": id_tag_info }))
     }
 
-    async fn stop_transaction(&self, request: payload::StopTransaction) -> Result<Value, CallError> {
+    async fn stop_transaction(
+        &self,
+        request: payload::StopTransaction,
+    ) -> Result<Value, CallError> {
         let tx_id = Some(request.transaction_id);
         let stop_time = self.charger_time(&request.timestamp, tx_id).await?;
         let samples = self.samples(&request.transaction_data, tx_id).await?;
@@ -210,7 +266,9 @@ impl ChargerContext {
     }
 
     async fn meter_values(&self, request: payload::MeterValues) -> Result<Value, CallError> {
-        let samples = self.samples(&request.meter_value, request.transaction_id).await?;
+        let samples = self
+            .samples(&request.meter_value, request.transaction_id)
+            .await?;
         self.state
             .store
             .add_meter_values(MeterBatch {
@@ -225,16 +283,25 @@ impl ChargerContext {
         Ok(json!({}))
     }
 
-    async fn samples(&self, values: &[payload::MeterValue], transaction_id: Option<i64>) -> Result<Vec<Sample>, CallError> {
+    async fn samples(
+        &self,
+        values: &[payload::MeterValue],
+        transaction_id: Option<i64>,
+    ) -> Result<Vec<Sample>, CallError> {
         let mut samples = Vec::new();
         for meter_value in values {
-            let at = self.charger_time(&meter_value.timestamp, transaction_id).await?;
+            let at = self
+                .charger_time(&meter_value.timestamp, transaction_id)
+                .await?;
             samples.extend(meter_value.sampled_value.iter().map(|s| sample(at, s)));
         }
         Ok(samples)
     }
 
-    async fn status_notification(&self, request: payload::StatusNotification) -> Result<Value, CallError> {
+    async fn status_notification(
+        &self,
+        request: payload::StatusNotification,
+    ) -> Result<Value, CallError> {
         let now = now_ms();
         let status_at = match &request.timestamp {
             Some(text) => self.charger_time(text, None).await?,
@@ -280,7 +347,8 @@ fn sample(at: DateTime<Utc>, s: &SampledValue) -> Sample {
 /// schema let through something the struct cannot hold (say, an integer
 /// beyond i64): a property constraint, not a server fault.
 fn read<T: DeserializeOwned>(payload: Value) -> Result<T, CallError> {
-    serde_json::from_value(payload).map_err(|e| CallError::new(ErrorCode::PropertyConstraintViolation, e.to_string()))
+    serde_json::from_value(payload)
+        .map_err(|e| CallError::new(ErrorCode::PropertyConstraintViolation, e.to_string()))
 }
 
 fn internal(e: anyhow::Error) -> CallError {

@@ -54,20 +54,29 @@ pub async fn upgrade(
         Err(why) => return refuse(StatusCode::BAD_REQUEST, why),
     };
     let Ok(ws) = ws else {
-        return refuse(StatusCode::UPGRADE_REQUIRED, "OCPP-J needs a WebSocket upgrade");
+        return refuse(
+            StatusCode::UPGRADE_REQUIRED,
+            "OCPP-J needs a WebSocket upgrade",
+        );
     };
     let id_key = format!("id:{charger_id}");
     let ip_key = format!("ip:{}", remote.ip());
     let limiter = &state.handshake_failures;
     if limiter.is_blocked(&id_key) || limiter.is_blocked(&ip_key) {
-        return refuse(StatusCode::TOO_MANY_REQUESTS, "too many failed handshakes; try again later");
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed handshakes; try again later",
+        );
     }
 
     let record = match state.store.charger(&charger_id).await {
         Ok(record) => record,
         Err(e) => {
             tracing::error!(charger = %charger_id, "handshake could not read the charger: {e:#}");
-            return refuse(StatusCode::SERVICE_UNAVAILABLE, "central system unavailable");
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "central system unavailable",
+            );
         }
     };
     match &record {
@@ -78,7 +87,10 @@ pub async fn upgrade(
         }
         Some(charger) => {
             if let Some(hash) = &charger.password_hash {
-                let presented = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(parse_basic);
+                let presented = headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_basic);
                 let ok = matches!(&presented, Some((user, password)) if *user == charger_id && verify_password(password, hash));
                 if !ok {
                     tracing::warn!(charger = %charger_id, %remote, presented = presented.is_some(), "charger failed Basic auth");
@@ -86,7 +98,10 @@ pub async fn upgrade(
                     limiter.record_failure(&ip_key);
                     return (
                         StatusCode::UNAUTHORIZED,
-                        [(header::WWW_AUTHENTICATE, "Basic realm=\"OCPP\", charset=\"UTF-8\"")],
+                        [(
+                            header::WWW_AUTHENTICATE,
+                            "Basic realm=\"OCPP\", charset=\"UTF-8\"",
+                        )],
                         "charger authentication failed",
                     )
                         .into_response();
@@ -107,7 +122,10 @@ pub async fn upgrade(
         tracing::info!(charger = %charger_id, "charger offered no subprotocol; speaking ocpp1.6");
     } else if !offered.iter().any(|p| p.eq_ignore_ascii_case(SUBPROTOCOL)) {
         tracing::warn!(charger = %charger_id, ?offered, "no supported subprotocol offered");
-        return refuse(StatusCode::BAD_REQUEST, "unsupported subprotocol: this central system speaks ocpp1.6");
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "unsupported subprotocol: this central system speaks ocpp1.6",
+        );
     }
 
     let Ok(permit) = state.connection_slots.clone().try_acquire_owned() else {
@@ -123,13 +141,22 @@ pub async fn upgrade(
         .max_write_buffer_size(limits.max_frame_bytes * 4)
         .max_message_size(limits.max_frame_bytes)
         .max_frame_size(limits.max_frame_bytes);
-    let subprotocol = ws.selected_protocol().and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let info = ConnectionInfo { charger_id, remote_addr: Some(remote), subprotocol, connected_at: now_ms() };
-    ws.on_failed_upgrade(|e| tracing::warn!("websocket upgrade failed: {e}")).on_upgrade(move |socket| async move {
-        let attachment = state.registry.attach(info).await;
-        connection::serve(socket, state, attachment).await;
-        drop(permit);
-    })
+    let subprotocol = ws
+        .selected_protocol()
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let info = ConnectionInfo {
+        charger_id,
+        remote_addr: Some(remote),
+        subprotocol,
+        connected_at: now_ms(),
+    };
+    ws.on_failed_upgrade(|e| tracing::warn!("websocket upgrade failed: {e}"))
+        .on_upgrade(move |socket| async move {
+            let attachment = state.registry.attach(info).await;
+            connection::serve(socket, state, attachment).await;
+            drop(permit);
+        })
 }
 
 #[cfg(test)]

@@ -74,7 +74,11 @@ pub struct Attachment {
 impl Drop for Attachment {
     fn drop(&mut self) {
         let mut inner = self.registry.lock();
-        if inner.live.get(&self.charger_id).is_some_and(|l| l.connection_id == self.connection_id) {
+        if inner
+            .live
+            .get(&self.charger_id)
+            .is_some_and(|l| l.connection_id == self.connection_id)
+        {
             inner.live.remove(&self.charger_id);
         }
     }
@@ -97,7 +101,12 @@ impl Registry {
             let mut inner = self.lock();
             let old = inner.live.insert(
                 charger_id.clone(),
-                Live { connection_id, commands: commands_tx, replaced: replaced.clone(), info },
+                Live {
+                    connection_id,
+                    commands: commands_tx,
+                    replaced: replaced.clone(),
+                    info,
+                },
             );
             if let Some(old) = old {
                 tracing::info!(charger = %charger_id, "new connection replaces the old one");
@@ -108,7 +117,14 @@ impl Registry {
             inner.turns.entry(charger_id.clone()).or_default().clone()
         };
         let turn = turn.lock_owned().await;
-        Attachment { registry: self.clone(), charger_id, connection_id, commands, replaced, _turn: turn }
+        Attachment {
+            registry: self.clone(),
+            charger_id,
+            connection_id,
+            commands,
+            replaced,
+            _turn: turn,
+        }
     }
 
     pub fn is_connected(&self, charger_id: &str) -> bool {
@@ -132,11 +148,17 @@ impl Registry {
     /// Sends `action` with `payload` to a connected charger and returns its
     /// answer. The payload is checked against the OCPP 1.6 schema first, and
     /// the answer after; the connection applies the call timeout.
-    pub async fn call(&self, charger_id: &str, action: &str, payload: Value) -> Result<Value, CommandError> {
+    pub async fn call(
+        &self,
+        charger_id: &str,
+        action: &str,
+        payload: Value,
+    ) -> Result<Value, CommandError> {
         if !crate::ocpp::action::is_server_to_charger(action) {
             return Err(CommandError::UnknownAction(action.to_owned()));
         }
-        crate::ocpp::schema::validate_request(action, &payload).map_err(CommandError::InvalidRequest)?;
+        crate::ocpp::schema::validate_request(action, &payload)
+            .map_err(CommandError::InvalidRequest)?;
         let sender = self
             .lock()
             .live
@@ -144,7 +166,11 @@ impl Registry {
             .map(|l| l.commands.clone())
             .ok_or(CommandError::Offline)?;
         let (reply, answer) = oneshot::channel();
-        let outgoing = Outgoing { action: action.to_owned(), payload, reply };
+        let outgoing = Outgoing {
+            action: action.to_owned(),
+            payload,
+            reply,
+        };
         sender.try_send(outgoing).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => CommandError::Busy,
             mpsc::error::TrySendError::Closed(_) => CommandError::Offline,

@@ -67,7 +67,10 @@ impl CallError {
 
     pub fn internal() -> Self {
         // Never leak internals to a charger: the log has the cause.
-        CallError::new(ErrorCode::InternalError, "Internal error in the central system")
+        CallError::new(
+            ErrorCode::InternalError,
+            "Internal error in the central system",
+        )
     }
 }
 

@@ -53,7 +53,10 @@ pub fn parse(text: &str) -> Result<Frame, FrameError> {
             return Err(match salvage_call_id(text) {
                 Some(id) => FrameError::Reply {
                     id,
-                    error: CallError::new(ErrorCode::FormationViolation, format!("Frame is not valid JSON: {e}")),
+                    error: CallError::new(
+                        ErrorCode::FormationViolation,
+                        format!("Frame is not valid JSON: {e}"),
+                    ),
                 },
                 None => FrameError::Unreadable(format!("not JSON: {e}")),
             });
@@ -72,7 +75,10 @@ pub fn parse(text: &str) -> Result<Frame, FrameError> {
             return Err(match readable_id {
                 Some(id) => FrameError::Reply {
                     id,
-                    error: CallError::new(ErrorCode::FormationViolation, "MessageTypeId must be a number"),
+                    error: CallError::new(
+                        ErrorCode::FormationViolation,
+                        "MessageTypeId must be a number",
+                    ),
                 },
                 None => FrameError::Unreadable("MessageTypeId is not a number".into()),
             })
@@ -87,44 +93,73 @@ pub fn parse(text: &str) -> Result<Frame, FrameError> {
 
 fn parse_call(mut items: Vec<Value>, id: Option<String>) -> Result<Frame, FrameError> {
     let Some(id) = id else {
-        return Err(FrameError::Unreadable("CALL without a string message id".into()));
+        return Err(FrameError::Unreadable(
+            "CALL without a string message id".into(),
+        ));
     };
     let reply = |code, description: &str| FrameError::Reply {
         id: id.clone(),
         error: CallError::new(code, description),
     };
     if id.is_empty() || id.chars().count() > MAX_MESSAGE_ID_LEN {
-        return Err(reply(ErrorCode::FormationViolation, "Message id must be 1 to 36 characters"));
+        return Err(reply(
+            ErrorCode::FormationViolation,
+            "Message id must be 1 to 36 characters",
+        ));
     }
     if items.len() < 4 {
-        return Err(reply(ErrorCode::ProtocolError, "CALL is incomplete: expected [2, id, action, payload]"));
+        return Err(reply(
+            ErrorCode::ProtocolError,
+            "CALL is incomplete: expected [2, id, action, payload]",
+        ));
     }
     if items.len() > 4 {
-        return Err(reply(ErrorCode::FormationViolation, "CALL has more than 4 elements"));
+        return Err(reply(
+            ErrorCode::FormationViolation,
+            "CALL has more than 4 elements",
+        ));
     }
     let payload = items.pop().unwrap_or(Value::Null);
     let Some(action) = items[2].as_str().map(str::to_owned) else {
-        return Err(reply(ErrorCode::FormationViolation, "Action must be a string"));
+        return Err(reply(
+            ErrorCode::FormationViolation,
+            "Action must be a string",
+        ));
     };
     if !payload.is_object() {
-        return Err(reply(ErrorCode::FormationViolation, "Payload must be a JSON object"));
+        return Err(reply(
+            ErrorCode::FormationViolation,
+            "Payload must be a JSON object",
+        ));
     }
-    Ok(Frame::Call(Call { id, action, payload }))
+    Ok(Frame::Call(Call {
+        id,
+        action,
+        payload,
+    }))
 }
 
 fn parse_answer(type_id: i64, items: Vec<Value>, id: Option<String>) -> Result<Frame, FrameError> {
     // An answer that cannot be matched to our CALL is dropped: replying to a
     // reply would only start a ping-pong of errors.
     let Some(id) = id else {
-        return Err(FrameError::Unreadable("answer without a string message id".into()));
+        return Err(FrameError::Unreadable(
+            "answer without a string message id".into(),
+        ));
     };
     let mut items = items.into_iter().skip(2);
     if type_id == 3 {
         let payload = items.next().unwrap_or(Value::Null);
         return Ok(Frame::CallResult { id, payload });
     }
-    let code = items.next().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-    let description = items.next().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let code = items
+        .next()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let description = items
+        .next()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
     let details = items.next().unwrap_or_else(|| json!({}));
     Ok(Frame::CallError {
         id,
@@ -138,7 +173,11 @@ fn parse_answer(type_id: i64, items: Vec<Value>, id: Option<String>) -> Result<F
 /// message, so it can be answered.
 fn salvage_call_id(text: &str) -> Option<String> {
     let rest = text.trim_start().strip_prefix('[')?.trim_start();
-    let rest = rest.strip_prefix('2')?.trim_start().strip_prefix(',')?.trim_start();
+    let rest = rest
+        .strip_prefix('2')?
+        .trim_start()
+        .strip_prefix(',')?
+        .trim_start();
     let rest = rest.strip_prefix('"')?;
     let end = rest.find('"')?;
     let id = &rest[..end];
@@ -154,7 +193,11 @@ pub fn encode_result(id: &str, payload: &Value) -> String {
 }
 
 pub fn encode_error(id: &str, error: &CallError) -> String {
-    let details = if error.details.is_object() { error.details.clone() } else { json!({}) };
+    let details = if error.details.is_object() {
+        error.details.clone()
+    } else {
+        json!({})
+    };
     json!([4, id, error.code.as_str(), error.description, details]).to_string()
 }
 
@@ -184,43 +227,80 @@ mod tests {
 
     #[test]
     fn answers_parse_with_their_ids() {
-        assert!(matches!(parse(r#"[3,"a",{"status":"Accepted"}]"#), Ok(Frame::CallResult { id, .. }) if id == "a"));
+        assert!(
+            matches!(parse(r#"[3,"a",{"status":"Accepted"}]"#), Ok(Frame::CallResult { id, .. }) if id == "a")
+        );
         match parse(r#"[4,"b","NotSupported","nope",{}]"#).unwrap() {
-            Frame::CallError { id, code, .. } => assert_eq!((id.as_str(), code.as_str()), ("b", "NotSupported")),
+            Frame::CallError { id, code, .. } => {
+                assert_eq!((id.as_str(), code.as_str()), ("b", "NotSupported"))
+            }
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
     fn an_incomplete_call_with_a_readable_id_is_a_protocol_error() {
-        assert_eq!(reply_code(r#"[2,"1","Heartbeat"]"#), ErrorCode::ProtocolError);
+        assert_eq!(
+            reply_code(r#"[2,"1","Heartbeat"]"#),
+            ErrorCode::ProtocolError
+        );
     }
 
     #[test]
     fn shape_errors_are_formation_violations() {
-        assert_eq!(reply_code(r#"[2,"1","Heartbeat",{},1]"#), ErrorCode::FormationViolation);
+        assert_eq!(
+            reply_code(r#"[2,"1","Heartbeat",{},1]"#),
+            ErrorCode::FormationViolation
+        );
         assert_eq!(reply_code(r#"[2,"1",7,{}]"#), ErrorCode::FormationViolation);
-        assert_eq!(reply_code(r#"[2,"1","Heartbeat",[]]"#), ErrorCode::FormationViolation);
-        assert_eq!(reply_code(r#"["x","1","Heartbeat",{}]"#), ErrorCode::FormationViolation);
-        assert_eq!(reply_code(r#"[2,"1234567890123456789012345678901234567","Heartbeat",{}]"#), ErrorCode::FormationViolation);
+        assert_eq!(
+            reply_code(r#"[2,"1","Heartbeat",[]]"#),
+            ErrorCode::FormationViolation
+        );
+        assert_eq!(
+            reply_code(r#"["x","1","Heartbeat",{}]"#),
+            ErrorCode::FormationViolation
+        );
+        assert_eq!(
+            reply_code(r#"[2,"1234567890123456789012345678901234567","Heartbeat",{}]"#),
+            ErrorCode::FormationViolation
+        );
     }
 
     #[test]
     fn broken_json_is_answered_when_the_id_can_be_read() {
-        assert_eq!(reply_code(r#"[2, "42", "Heartbeat", {"#), ErrorCode::FormationViolation);
-        assert!(matches!(parse("not json at all"), Err(FrameError::Unreadable(_))));
-        assert!(matches!(parse(r#"{"a":1}"#), Err(FrameError::Unreadable(_))));
-        assert!(matches!(parse(r#"[2, 5, "Heartbeat", {}]"#), Err(FrameError::Unreadable(_))));
+        assert_eq!(
+            reply_code(r#"[2, "42", "Heartbeat", {"#),
+            ErrorCode::FormationViolation
+        );
+        assert!(matches!(
+            parse("not json at all"),
+            Err(FrameError::Unreadable(_))
+        ));
+        assert!(matches!(
+            parse(r#"{"a":1}"#),
+            Err(FrameError::Unreadable(_))
+        ));
+        assert!(matches!(
+            parse(r#"[2, 5, "Heartbeat", {}]"#),
+            Err(FrameError::Unreadable(_))
+        ));
     }
 
     #[test]
     fn unknown_message_types_are_ignored() {
-        assert!(matches!(parse(r#"[9,"1","x",{}]"#), Err(FrameError::UnknownMessageType(_))));
+        assert!(matches!(
+            parse(r#"[9,"1","x",{}]"#),
+            Err(FrameError::UnknownMessageType(_))
+        ));
     }
 
     #[test]
     fn encoded_errors_always_carry_an_object() {
-        let text = encode_error("7", &CallError::new(ErrorCode::NotImplemented, "no").with_details(json!(null)));
+        let text = encode_error(
+            "7",
+            &CallError::new(ErrorCode::NotImplemented, "no").with_details(json!(null)),
+        );
         assert_eq!(text, r#"[4,"7","NotImplemented","no",{}]"#);
     }
 }

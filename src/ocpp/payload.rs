@@ -80,7 +80,9 @@ pub struct SampledValue {
 impl SampledValue {
     /// OCPP's default measurand when none is given.
     pub fn measurand(&self) -> &str {
-        self.measurand.as_deref().unwrap_or("Energy.Active.Import.Register")
+        self.measurand
+            .as_deref()
+            .unwrap_or("Energy.Active.Import.Register")
     }
 }
 

@@ -26,17 +26,44 @@ macro_rules! embedded_schemas {
 
 /// (action, request schema, response schema) for every OCPP 1.6 action.
 static SOURCES: &[(&str, &str, &str)] = embedded_schemas![
-    "Authorize", "BootNotification", "CancelReservation", "CertificateSigned",
-    "ChangeAvailability", "ChangeConfiguration", "ClearCache", "ClearChargingProfile",
-    "DataTransfer", "DeleteCertificate", "DiagnosticsStatusNotification",
-    "ExtendedTriggerMessage", "FirmwareStatusNotification", "GetCompositeSchedule",
-    "GetConfiguration", "GetDiagnostics", "GetInstalledCertificateIds",
-    "GetLocalListVersion", "GetLog", "Heartbeat", "InstallCertificate",
-    "LogStatusNotification", "MeterValues", "RemoteStartTransaction",
-    "RemoteStopTransaction", "ReserveNow", "Reset", "SecurityEventNotification",
-    "SendLocalList", "SetChargingProfile", "SignCertificate",
-    "SignedFirmwareStatusNotification", "SignedUpdateFirmware", "StartTransaction",
-    "StatusNotification", "StopTransaction", "TriggerMessage", "UnlockConnector",
+    "Authorize",
+    "BootNotification",
+    "CancelReservation",
+    "CertificateSigned",
+    "ChangeAvailability",
+    "ChangeConfiguration",
+    "ClearCache",
+    "ClearChargingProfile",
+    "DataTransfer",
+    "DeleteCertificate",
+    "DiagnosticsStatusNotification",
+    "ExtendedTriggerMessage",
+    "FirmwareStatusNotification",
+    "GetCompositeSchedule",
+    "GetConfiguration",
+    "GetDiagnostics",
+    "GetInstalledCertificateIds",
+    "GetLocalListVersion",
+    "GetLog",
+    "Heartbeat",
+    "InstallCertificate",
+    "LogStatusNotification",
+    "MeterValues",
+    "RemoteStartTransaction",
+    "RemoteStopTransaction",
+    "ReserveNow",
+    "Reset",
+    "SecurityEventNotification",
+    "SendLocalList",
+    "SetChargingProfile",
+    "SignCertificate",
+    "SignedFirmwareStatusNotification",
+    "SignedUpdateFirmware",
+    "StartTransaction",
+    "StatusNotification",
+    "StopTransaction",
+    "TriggerMessage",
+    "UnlockConnector",
     "UpdateFirmware",
 ];
 
@@ -49,13 +76,20 @@ static VALIDATORS: LazyLock<HashMap<&'static str, Pair>> = LazyLock::new(|| {
     SOURCES
         .iter()
         .map(|(action, request, response)| {
-            (*action, Pair { request: compile(action, request), response: compile(action, response) })
+            (
+                *action,
+                Pair {
+                    request: compile(action, request),
+                    response: compile(action, response),
+                },
+            )
         })
         .collect()
 });
 
 fn compile(action: &str, source: &str) -> Validator {
-    let schema: Value = serde_json::from_str(source).unwrap_or_else(|e| panic!("schema of {action} is not JSON: {e}"));
+    let schema: Value = serde_json::from_str(source)
+        .unwrap_or_else(|e| panic!("schema of {action} is not JSON: {e}"));
     jsonschema::options()
         .should_validate_formats(false)
         .build(&schema)
@@ -73,17 +107,23 @@ pub fn has_schema(action: &str) -> bool {
 
 /// Checks the payload of a CALL `action` (either direction).
 pub fn validate_request(action: &str, payload: &Value) -> Result<(), CallError> {
-    let pair = VALIDATORS
-        .get(action)
-        .ok_or_else(|| CallError::new(ErrorCode::NotImplemented, format!("Unknown action {action}")))?;
+    let pair = VALIDATORS.get(action).ok_or_else(|| {
+        CallError::new(
+            ErrorCode::NotImplemented,
+            format!("Unknown action {action}"),
+        )
+    })?;
     check(&pair.request, payload)
 }
 
 /// Checks the CALLRESULT payload answering `action`.
 pub fn validate_response(action: &str, payload: &Value) -> Result<(), CallError> {
-    let pair = VALIDATORS
-        .get(action)
-        .ok_or_else(|| CallError::new(ErrorCode::NotImplemented, format!("Unknown action {action}")))?;
+    let pair = VALIDATORS.get(action).ok_or_else(|| {
+        CallError::new(
+            ErrorCode::NotImplemented,
+            format!("Unknown action {action}"),
+        )
+    })?;
     check(&pair.response, payload)
 }
 
@@ -94,13 +134,22 @@ fn check(validator: &Validator, payload: &Value) -> Result<(), CallError> {
     }
     // The most telling error decides the code: a wrong type or a missing field
     // says more about the sender than a range check on a neighbouring field.
-    let code = errors.iter().map(|e| code_for(&e.kind)).min_by_key(|c| rank(*c)).unwrap_or(ErrorCode::FormationViolation);
+    let code = errors
+        .iter()
+        .map(|e| code_for(&e.kind))
+        .min_by_key(|c| rank(*c))
+        .unwrap_or(ErrorCode::FormationViolation);
     let listed: Vec<Value> = errors
         .iter()
         .take(10)
         .map(|e| json!({"path": e.instance_path.to_string(), "message": e.to_string()}))
         .collect();
-    let description = errors.iter().take(3).map(|e| describe(e)).collect::<Vec<_>>().join("; ");
+    let description = errors
+        .iter()
+        .take(3)
+        .map(|e| describe(e))
+        .collect::<Vec<_>>()
+        .join("; ");
     Err(CallError::new(code, description).with_details(json!({ "errors": listed })))
 }
 
@@ -155,7 +204,10 @@ mod tests {
 
     #[test]
     fn every_action_of_both_directions_has_a_schema() {
-        for action in super::super::action::CHARGER_TO_SERVER.iter().chain(super::super::action::SERVER_TO_CHARGER) {
+        for action in super::super::action::CHARGER_TO_SERVER
+            .iter()
+            .chain(super::super::action::SERVER_TO_CHARGER)
+        {
             assert!(has_schema(action), "{action} has no schema");
         }
     }
@@ -171,29 +223,45 @@ mod tests {
         let base = json!({"connectorId":1,"idTag":"ABC","meterStart":0,"timestamp":"2024-01-15T10:30:00Z"});
         let mut wrong_type = base.clone();
         wrong_type["meterStart"] = json!("abc");
-        assert_eq!(code("StartTransaction", wrong_type), ErrorCode::TypeConstraintViolation);
+        assert_eq!(
+            code("StartTransaction", wrong_type),
+            ErrorCode::TypeConstraintViolation
+        );
 
         let mut missing = base.clone();
         missing.as_object_mut().unwrap().remove("idTag");
-        assert_eq!(code("StartTransaction", missing), ErrorCode::OccurenceConstraintViolation);
+        assert_eq!(
+            code("StartTransaction", missing),
+            ErrorCode::OccurenceConstraintViolation
+        );
 
         let mut too_long = base.clone();
         too_long["idTag"] = json!("123456789012345678901");
-        assert_eq!(code("StartTransaction", too_long), ErrorCode::PropertyConstraintViolation);
+        assert_eq!(
+            code("StartTransaction", too_long),
+            ErrorCode::PropertyConstraintViolation
+        );
 
         assert_eq!(
-            code("StatusNotification", json!({"connectorId":1,"errorCode":"NoError","status":"Dancing"})),
+            code(
+                "StatusNotification",
+                json!({"connectorId":1,"errorCode":"NoError","status":"Dancing"})
+            ),
             ErrorCode::PropertyConstraintViolation
         );
 
         let mut extra = base;
         extra["surprise"] = json!(1);
-        assert_eq!(code("StartTransaction", extra), ErrorCode::FormationViolation);
+        assert_eq!(
+            code("StartTransaction", extra),
+            ErrorCode::FormationViolation
+        );
     }
 
     #[test]
     fn timestamps_without_a_zone_are_not_refused_by_the_schema() {
-        let p = json!({"connectorId":1,"idTag":"ABC","meterStart":0,"timestamp":"2024-01-15T10:30:00"});
+        let p =
+            json!({"connectorId":1,"idTag":"ABC","meterStart":0,"timestamp":"2024-01-15T10:30:00"});
         assert!(validate_request("StartTransaction", &p).is_ok());
     }
 }

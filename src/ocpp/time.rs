@@ -16,11 +16,17 @@ pub struct ChargerTime {
 pub fn parse_charger_time(text: &str) -> Option<ChargerTime> {
     let text = text.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Some(ChargerTime { at: truncate_ms(t.with_timezone(&Utc)), assumed_utc: false });
+        return Some(ChargerTime {
+            at: truncate_ms(t.with_timezone(&Utc)),
+            assumed_utc: false,
+        });
     }
     for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
         if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
-            return Some(ChargerTime { at: truncate_ms(Utc.from_utc_datetime(&naive)), assumed_utc: true });
+            return Some(ChargerTime {
+                at: truncate_ms(Utc.from_utc_datetime(&naive)),
+                assumed_utc: true,
+            });
         }
     }
     None

@@ -29,7 +29,9 @@ pub struct Writer<Op, Out> {
 
 impl<Op, Out> Clone for Writer<Op, Out> {
     fn clone(&self) -> Self {
-        Writer { tx: self.tx.clone() }
+        Writer {
+            tx: self.tx.clone(),
+        }
     }
 }
 
@@ -45,27 +47,38 @@ impl<Op: Send + 'static, Out: Send + 'static> Writer<Op, Out> {
     pub async fn write(&self, op: Op) -> Result<Out> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Job { op, reply: Some(reply) })
+            .send(Job {
+                op,
+                reply: Some(reply),
+            })
             .await
             .map_err(|_| anyhow!("the database writer has stopped"))?;
-        answer.await.map_err(|_| anyhow!("the database writer dropped a write"))?
+        answer
+            .await
+            .map_err(|_| anyhow!("the database writer dropped a write"))?
     }
 
     /// Queues `op` without waiting. Dropped (with a warning) if the queue is
     /// full: only used for the message log, which must not slow chargers.
     pub fn write_detached(&self, op: Op) {
         if let Err(e) = self.tx.try_send(Job { op, reply: None }) {
-            tracing::warn!("message log write dropped: {}", match e {
-                mpsc::error::TrySendError::Full(_) => "queue full",
-                mpsc::error::TrySendError::Closed(_) => "writer stopped",
-            });
+            tracing::warn!(
+                "message log write dropped: {}",
+                match e {
+                    mpsc::error::TrySendError::Full(_) => "queue full",
+                    mpsc::error::TrySendError::Closed(_) => "writer stopped",
+                }
+            );
         }
     }
 }
 
 /// Receives up to [`MAX_BATCH`] jobs, waiting for at least one. `None` when
 /// every sender is gone.
-pub async fn next_batch<Op, Out>(rx: &mut mpsc::Receiver<Job<Op, Out>>, jobs: &mut Vec<Job<Op, Out>>) -> bool {
+pub async fn next_batch<Op, Out>(
+    rx: &mut mpsc::Receiver<Job<Op, Out>>,
+    jobs: &mut Vec<Job<Op, Out>>,
+) -> bool {
     jobs.clear();
     rx.recv_many(jobs, MAX_BATCH).await > 0
 }

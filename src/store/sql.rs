@@ -20,13 +20,27 @@ use sqlx::{Acquire, Row};
 
 /// Writes that go through the group-commit writer.
 enum WriteOp {
-    Boot { id: String, info: BootInfo, status_if_new: RegistrationStatus, at: DateTime<Utc> },
-    Heartbeat { id: String, at: DateTime<Utc> },
+    Boot {
+        id: String,
+        info: BootInfo,
+        status_if_new: RegistrationStatus,
+        at: DateTime<Utc>,
+    },
+    Heartbeat {
+        id: String,
+        at: DateTime<Utc>,
+    },
     Status(ConnectorStatus),
     Start(NewTransaction),
     Meter(MeterBatch),
     Stop(StopRequest),
-    Anomaly { charger_id: String, transaction_id: Option<i64>, kind: String, detail: Value, at: DateTime<Utc> },
+    Anomaly {
+        charger_id: String,
+        transaction_id: Option<i64>,
+        kind: String,
+        detail: Value,
+        at: DateTime<Utc>,
+    },
     Log(NewLogEntry),
     /// Commits after everything queued before it: what `flush` waits for.
     Barrier,
@@ -47,7 +61,12 @@ fn register_wh(sample: &Sample) -> Option<f64> {
     if sample.format.as_deref() == Some("SignedData") {
         return None;
     }
-    let value: f64 = sample.value.trim().parse().ok().filter(|v: &f64| v.is_finite())?;
+    let value: f64 = sample
+        .value
+        .trim()
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite())?;
     Some(match sample.unit.as_deref() {
         Some("kWh") => value * 1000.0,
         _ => value,
@@ -55,7 +74,12 @@ fn register_wh(sample: &Sample) -> Option<f64> {
 }
 
 fn power_w(sample: &Sample) -> Option<f64> {
-    let value: f64 = sample.value.trim().parse().ok().filter(|v: &f64| v.is_finite())?;
+    let value: f64 = sample
+        .value
+        .trim()
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite())?;
     Some(match sample.unit.as_deref() {
         Some("kW") => value * 1000.0,
         _ => value,
@@ -67,7 +91,9 @@ fn power_w(sample: &Sample) -> Option<f64> {
 fn sample_key(connector_id: i64, transaction_id: Option<i64>, s: &Sample) -> String {
     format!(
         "{}|{}|{}|{}|{}|{}|{}|{}",
-        transaction_id.map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
+        transaction_id
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "-".into()),
         connector_id,
         s.sampled_at.timestamp_millis(),
         s.measurand,
@@ -102,7 +128,9 @@ struct Running {
 
 impl Running {
     fn energy_wh(&self) -> f64 {
-        self.last_register_wh.map(|r| (r - self.meter_start as f64).max(0.0)).unwrap_or(0.0)
+        self.last_register_wh
+            .map(|r| (r - self.meter_start as f64).max(0.0))
+            .unwrap_or(0.0)
     }
 
     /// Folds new samples in by the charger's timestamps, not arrival order,
@@ -112,7 +140,8 @@ impl Running {
         let mut ordered: Vec<&&Sample> = samples.iter().collect();
         ordered.sort_by_key(|s| s.sampled_at);
         for s in ordered {
-            let whole_meter = s.phase.is_none() && matches!(s.location.as_deref(), None | Some("Outlet"));
+            let whole_meter =
+                s.phase.is_none() && matches!(s.location.as_deref(), None | Some("Outlet"));
             match s.measurand.as_str() {
                 "Energy.Active.Import.Register" if whole_meter => match register_wh(s) {
                     Some(wh) => {
@@ -965,12 +994,26 @@ impl From<&TransactionRecord> for Running {
     }
 }
 
-sql_store!(SqliteStore, sqlx::Sqlite, sqlx::SqliteConnection, "sqlite", "./migrations/sqlite");
-sql_store!(PostgresStore, sqlx::Postgres, sqlx::PgConnection, "postgres", "./migrations/postgres");
+sql_store!(
+    SqliteStore,
+    sqlx::Sqlite,
+    sqlx::SqliteConnection,
+    "sqlite",
+    "./migrations/sqlite"
+);
+sql_store!(
+    PostgresStore,
+    sqlx::Postgres,
+    sqlx::PgConnection,
+    "postgres",
+    "./migrations/postgres"
+);
 
 impl SqliteStore {
     pub async fn open(url: &str) -> Result<Self> {
-        use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+        use sqlx::sqlite::{
+            SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+        };
         use std::str::FromStr;
         // WAL lets readers run beside the one writer; FULL makes a commit
         // durable across power loss, not just a killed process. Group commit
@@ -988,7 +1031,10 @@ impl SqliteStore {
             .await
             .with_context(|| format!("opening SQLite database {url}"))?;
         Self::migrate(&write_pool).await?;
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
         let writer = Self::start_writer(write_pool);
         Ok(SqliteStore { pool, writer })
     }

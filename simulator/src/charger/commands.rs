@@ -26,11 +26,17 @@ pub(super) struct Answer {
 }
 
 fn ok(payload: Value) -> Answer {
-    Answer { result: Ok(payload), then: Box::new(|_| {}) }
+    Answer {
+        result: Ok(payload),
+        then: Box::new(|_| {}),
+    }
 }
 
 fn ok_then(payload: Value, then: impl FnOnce(&mut Charger) + Send + 'static) -> Answer {
-    Answer { result: Ok(payload), then: Box::new(then) }
+    Answer {
+        result: Ok(payload),
+        then: Box::new(then),
+    }
 }
 
 fn status(s: &str) -> Answer {
@@ -40,19 +46,31 @@ fn status(s: &str) -> Answer {
 type Invalid = (&'static str, String);
 
 fn missing(key: &str) -> Invalid {
-    (error_code::OCCURENCE_CONSTRAINT_VIOLATION, format!("{key} is required"))
+    (
+        error_code::OCCURENCE_CONSTRAINT_VIOLATION,
+        format!("{key} is required"),
+    )
 }
 
 fn wrong_type(key: &str) -> Invalid {
-    (error_code::TYPE_CONSTRAINT_VIOLATION, format!("{key} has the wrong type"))
+    (
+        error_code::TYPE_CONSTRAINT_VIOLATION,
+        format!("{key} has the wrong type"),
+    )
 }
 
 fn req_str<'a>(p: &'a Value, key: &str) -> Result<&'a str, Invalid> {
-    p.get(key).ok_or_else(|| missing(key))?.as_str().ok_or_else(|| wrong_type(key))
+    p.get(key)
+        .ok_or_else(|| missing(key))?
+        .as_str()
+        .ok_or_else(|| wrong_type(key))
 }
 
 fn req_int(p: &Value, key: &str) -> Result<i64, Invalid> {
-    p.get(key).ok_or_else(|| missing(key))?.as_i64().ok_or_else(|| wrong_type(key))
+    p.get(key)
+        .ok_or_else(|| missing(key))?
+        .as_i64()
+        .ok_or_else(|| wrong_type(key))
 }
 
 fn opt_int(p: &Value, key: &str) -> Result<Option<i64>, Invalid> {
@@ -73,7 +91,10 @@ fn one_of<'a>(value: &'a str, key: &str, allowed: &[&str]) -> Result<&'a str, In
     if allowed.contains(&value) {
         Ok(value)
     } else {
-        Err((error_code::PROPERTY_CONSTRAINT_VIOLATION, format!("{key} {value:?} is not one of {allowed:?}")))
+        Err((
+            error_code::PROPERTY_CONSTRAINT_VIOLATION,
+            format!("{key} {value:?} is not one of {allowed:?}"),
+        ))
     }
 }
 
@@ -111,16 +132,24 @@ impl Charger {
             "SendLocalList" => self.send_local_list(p),
             "UpdateFirmware" => self.update_firmware(p),
             "GetDiagnostics" => self.get_diagnostics(p),
-            a if NOT_SUPPORTED.contains(&a) => Err((error_code::NOT_SUPPORTED, format!("{a} is not supported"))),
+            a if NOT_SUPPORTED.contains(&a) => {
+                Err((error_code::NOT_SUPPORTED, format!("{a} is not supported")))
+            }
             a => Err((error_code::NOT_IMPLEMENTED, format!("unknown action {a}"))),
         };
-        result.unwrap_or_else(|e| Answer { result: Err(e), then: Box::new(|_| {}) })
+        result.unwrap_or_else(|e| Answer {
+            result: Err(e),
+            then: Box::new(|_| {}),
+        })
     }
 
     fn connector_arg(&self, p: &Value, key: &str) -> Result<Option<u32>, Invalid> {
         match opt_int(p, key)? {
             None => Ok(None),
-            Some(c) if c < 0 => Err((error_code::PROPERTY_CONSTRAINT_VIOLATION, format!("{key} is negative"))),
+            Some(c) if c < 0 => Err((
+                error_code::PROPERTY_CONSTRAINT_VIOLATION,
+                format!("{key} is negative"),
+            )),
             Some(c) => Ok(Some(c as u32)),
         }
     }
@@ -154,14 +183,18 @@ impl Charger {
                 _ => return Ok(status("Rejected")),
             }
         }
-        Ok(ok_then(json!({ "status": "Accepted" }), move |ch: &mut Charger| {
-            if ch.keys.authorize_remote_tx_requests && ch.conn.is_some() {
-                let out = Outgoing::new("Authorize", json!({ "idTag": id_tag }), ch.now()).for_connector(i as u32 + 1);
-                ch.outbox.push(out);
-                return;
-            }
-            ch.remote_authorized(i, id_tag);
-        }))
+        Ok(ok_then(
+            json!({ "status": "Accepted" }),
+            move |ch: &mut Charger| {
+                if ch.keys.authorize_remote_tx_requests && ch.conn.is_some() {
+                    let out = Outgoing::new("Authorize", json!({ "idTag": id_tag }), ch.now())
+                        .for_connector(i as u32 + 1);
+                    ch.outbox.push(out);
+                    return;
+                }
+                ch.remote_authorized(i, id_tag);
+            },
+        ))
     }
 
     fn remote_authorized(&mut self, i: usize, id_tag: String) {
@@ -177,7 +210,8 @@ impl Charger {
     fn remote_stop(&mut self, p: &Value) -> Result<Answer, Invalid> {
         let id = req_int(p, "transactionId")?;
         let found = self.connectors.iter().position(|c| {
-            c.tx.as_ref().is_some_and(|t| self.tx_ids.get(&t.local).is_some_and(|&s| s as i64 == id))
+            c.tx.as_ref()
+                .is_some_and(|t| self.tx_ids.get(&t.local).is_some_and(|&s| s as i64 == id))
         });
         Ok(match found {
             Some(i) => ok_then(json!({ "status": "Accepted" }), move |ch: &mut Charger| {
@@ -189,15 +223,22 @@ impl Charger {
 
     fn reset(&mut self, p: &Value) -> Result<Answer, Invalid> {
         let kind = one_of(req_str(p, "type")?, "type", &["Hard", "Soft"])?;
-        let reason = if kind == "Hard" { "HardReset" } else { "SoftReset" };
-        Ok(ok_then(json!({ "status": "Accepted" }), move |ch: &mut Charger| {
-            for c in 1..=ch.connectors.len() as u32 {
-                ch.stop_transaction(c, reason);
-            }
-            // Reboot once the StopTransactions are out, or after a while regardless.
-            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-            ch.reboot_pending = Some((deadline, reason));
-        }))
+        let reason = if kind == "Hard" {
+            "HardReset"
+        } else {
+            "SoftReset"
+        };
+        Ok(ok_then(
+            json!({ "status": "Accepted" }),
+            move |ch: &mut Charger| {
+                for c in 1..=ch.connectors.len() as u32 {
+                    ch.stop_transaction(c, reason);
+                }
+                // Reboot once the StopTransactions are out, or after a while regardless.
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+                ch.reboot_pending = Some((deadline, reason));
+            },
+        ))
     }
 
     fn change_configuration(&mut self, p: &Value) -> Result<Answer, Invalid> {
@@ -207,13 +248,18 @@ impl Charger {
         if result == Change::Accepted {
             match key.as_str() {
                 "HeartbeatInterval" if self.heartbeat_at.is_some() => {
-                    self.heartbeat_at = Some(self.cfg.clock.deadline_in(self.keys.heartbeat_interval.max(1) as f64));
+                    self.heartbeat_at = Some(
+                        self.cfg
+                            .clock
+                            .deadline_in(self.keys.heartbeat_interval.max(1) as f64),
+                    );
                 }
                 "MeterValueSampleInterval" => {
                     let interval = self.keys.meter_value_sample_interval;
                     for c in &mut self.connectors {
                         if c.tx.is_some() {
-                            c.next_sample = (interval > 0).then(|| self.cfg.clock.deadline_in(interval as f64));
+                            c.next_sample =
+                                (interval > 0).then(|| self.cfg.clock.deadline_in(interval as f64));
                         }
                     }
                 }
@@ -253,65 +299,80 @@ impl Charger {
         if !supported.contains(&what.as_str()) {
             return Ok(status("NotImplemented"));
         }
-        Ok(ok_then(json!({ "status": "Accepted" }), move |ch: &mut Charger| {
-            let connectors: Vec<usize> = match connector {
-                Some(c) if c > 0 => vec![c as usize - 1],
-                _ => (0..ch.connectors.len()).collect(),
-            };
-            match what.as_str() {
-                "BootNotification" => {
-                    let payload = ch.boot_payload();
-                    ch.queue("BootNotification", payload);
-                }
-                "Heartbeat" => ch.queue("Heartbeat", json!({})),
-                "FirmwareStatusNotification" => {
-                    let s = ch.firmware_status;
-                    ch.queue("FirmwareStatusNotification", json!({ "status": s }));
-                }
-                "DiagnosticsStatusNotification" => {
-                    let s = ch.diagnostics_status;
-                    ch.queue("DiagnosticsStatusNotification", json!({ "status": s }));
-                }
-                "MeterValues" => {
-                    for i in connectors {
-                        ch.sample(i, "Trigger");
+        Ok(ok_then(
+            json!({ "status": "Accepted" }),
+            move |ch: &mut Charger| {
+                let connectors: Vec<usize> = match connector {
+                    Some(c) if c > 0 => vec![c as usize - 1],
+                    _ => (0..ch.connectors.len()).collect(),
+                };
+                match what.as_str() {
+                    "BootNotification" => {
+                        let payload = ch.boot_payload();
+                        ch.queue("BootNotification", payload);
                     }
-                }
-                _ => {
-                    if connector.is_none_or(|c| c == 0) {
-                        let s = ch.charger_status.clone();
-                        ch.queue_status(0, &s, "NoError");
+                    "Heartbeat" => ch.queue("Heartbeat", json!({})),
+                    "FirmwareStatusNotification" => {
+                        let s = ch.firmware_status;
+                        ch.queue("FirmwareStatusNotification", json!({ "status": s }));
                     }
-                    for i in connectors {
-                        if connector.is_none_or(|c| c > 0) {
-                            ch.connectors[i].reported_status = None;
-                            ch.refresh_status(i);
+                    "DiagnosticsStatusNotification" => {
+                        let s = ch.diagnostics_status;
+                        ch.queue("DiagnosticsStatusNotification", json!({ "status": s }));
+                    }
+                    "MeterValues" => {
+                        for i in connectors {
+                            ch.sample(i, "Trigger");
+                        }
+                    }
+                    _ => {
+                        if connector.is_none_or(|c| c == 0) {
+                            let s = ch.charger_status.clone();
+                            ch.queue_status(0, &s, "NoError");
+                        }
+                        for i in connectors {
+                            if connector.is_none_or(|c| c > 0) {
+                                ch.connectors[i].reported_status = None;
+                                ch.refresh_status(i);
+                            }
                         }
                     }
                 }
-            }
-        }))
+            },
+        ))
     }
 
     fn unlock_connector(&mut self, p: &Value) -> Result<Answer, Invalid> {
-        let c = self.connector_arg(p, "connectorId")?.ok_or_else(|| missing("connectorId"))?;
+        let c = self
+            .connector_arg(p, "connectorId")?
+            .ok_or_else(|| missing("connectorId"))?;
         if !self.valid_connector(c) {
             return Ok(status("NotSupported"));
         }
-        Ok(ok_then(json!({ "status": "Unlocked" }), move |ch: &mut Charger| {
-            // Unlocking ends the transaction; the driver then takes the cable out.
-            ch.stop_transaction(c, "UnlockCommand");
-            ch.unplug(c);
-        }))
+        Ok(ok_then(
+            json!({ "status": "Unlocked" }),
+            move |ch: &mut Charger| {
+                // Unlocking ends the transaction; the driver then takes the cable out.
+                ch.stop_transaction(c, "UnlockCommand");
+                ch.unplug(c);
+            },
+        ))
     }
 
     fn change_availability(&mut self, p: &Value) -> Result<Answer, Invalid> {
-        let c = self.connector_arg(p, "connectorId")?.ok_or_else(|| missing("connectorId"))?;
-        let operative = one_of(req_str(p, "type")?, "type", &["Inoperative", "Operative"])? == "Operative";
+        let c = self
+            .connector_arg(p, "connectorId")?
+            .ok_or_else(|| missing("connectorId"))?;
+        let operative =
+            one_of(req_str(p, "type")?, "type", &["Inoperative", "Operative"])? == "Operative";
         if c != 0 && !self.valid_connector(c) {
             return Ok(status("Rejected"));
         }
-        let targets: Vec<usize> = if c == 0 { (0..self.connectors.len()).collect() } else { vec![c as usize - 1] };
+        let targets: Vec<usize> = if c == 0 {
+            (0..self.connectors.len()).collect()
+        } else {
+            vec![c as usize - 1]
+        };
         let mut scheduled = false;
         for &i in &targets {
             let conn = &mut self.connectors[i];
@@ -323,23 +384,32 @@ impl Charger {
                 conn.pending_operative = None;
             }
         }
-        Ok(ok_then(json!({ "status": if scheduled { "Scheduled" } else { "Accepted" } }), move |ch: &mut Charger| {
-            if c == 0 {
-                ch.charger_operative = operative || scheduled;
-                let s = if ch.charger_operative { "Available" } else { "Unavailable" };
-                ch.charger_status = s.to_string();
-                ch.queue_status(0, s, "NoError");
-            }
-            for i in targets {
-                ch.refresh_status(i);
-            }
-        }))
+        Ok(ok_then(
+            json!({ "status": if scheduled { "Scheduled" } else { "Accepted" } }),
+            move |ch: &mut Charger| {
+                if c == 0 {
+                    ch.charger_operative = operative || scheduled;
+                    let s = if ch.charger_operative {
+                        "Available"
+                    } else {
+                        "Unavailable"
+                    };
+                    ch.charger_status = s.to_string();
+                    ch.queue_status(0, s, "NoError");
+                }
+                for i in targets {
+                    ch.refresh_status(i);
+                }
+            },
+        ))
     }
 
     // ---------------------------------------------------------------- Reservation
 
     fn reserve_now(&mut self, p: &Value) -> Result<Answer, Invalid> {
-        let c = self.connector_arg(p, "connectorId")?.ok_or_else(|| missing("connectorId"))?;
+        let c = self
+            .connector_arg(p, "connectorId")?
+            .ok_or_else(|| missing("connectorId"))?;
         let expiry = req_str(p, "expiryDate")?;
         let id_tag = req_str(p, "idTag")?.to_string();
         let parent = opt_str(p, "parentIdTag")?.map(str::to_string);
@@ -358,7 +428,10 @@ impl Charger {
             "Unavailable"
         } else if conn.tx.is_some()
             || conn.vehicle.is_some()
-            || conn.reservation.as_ref().is_some_and(|r| r.id != reservation_id)
+            || conn
+                .reservation
+                .as_ref()
+                .is_some_and(|r| r.id != reservation_id)
         {
             "Occupied"
         } else if remaining <= 0.0 {
@@ -372,32 +445,55 @@ impl Charger {
         let expires_real = self.cfg.clock.deadline_in(remaining);
         // Another reservation with this id elsewhere is replaced by this one.
         for other in &mut self.connectors {
-            if other.reservation.as_ref().is_some_and(|r| r.id == reservation_id) {
+            if other
+                .reservation
+                .as_ref()
+                .is_some_and(|r| r.id == reservation_id)
+            {
                 other.reservation = None;
             }
         }
-        self.connectors[i].reservation = Some(Reservation { id: reservation_id, id_tag, parent_id_tag: parent, expires_real });
-        Ok(ok_then(json!({ "status": "Accepted" }), |ch: &mut Charger| {
-            for i in 0..ch.connectors.len() {
-                ch.refresh_status(i);
-            }
-        }))
+        self.connectors[i].reservation = Some(Reservation {
+            id: reservation_id,
+            id_tag,
+            parent_id_tag: parent,
+            expires_real,
+        });
+        Ok(ok_then(
+            json!({ "status": "Accepted" }),
+            |ch: &mut Charger| {
+                for i in 0..ch.connectors.len() {
+                    ch.refresh_status(i);
+                }
+            },
+        ))
     }
 
     fn cancel_reservation(&mut self, p: &Value) -> Result<Answer, Invalid> {
         let id = req_int(p, "reservationId")?;
-        let Some(i) = self.connectors.iter().position(|c| c.reservation.as_ref().is_some_and(|r| r.id == id)) else {
+        let Some(i) = self
+            .connectors
+            .iter()
+            .position(|c| c.reservation.as_ref().is_some_and(|r| r.id == id))
+        else {
             return Ok(status("Rejected"));
         };
         self.connectors[i].reservation = None;
-        Ok(ok_then(json!({ "status": "Accepted" }), move |ch: &mut Charger| ch.refresh_status(i)))
+        Ok(ok_then(
+            json!({ "status": "Accepted" }),
+            move |ch: &mut Charger| ch.refresh_status(i),
+        ))
     }
 
     // ---------------------------------------------------------------- Smart Charging
 
     fn set_charging_profile(&mut self, p: &Value) -> Result<Answer, Invalid> {
-        let c = self.connector_arg(p, "connectorId")?.ok_or_else(|| missing("connectorId"))?;
-        let raw = p.get("csChargingProfiles").ok_or_else(|| missing("csChargingProfiles"))?;
+        let c = self
+            .connector_arg(p, "connectorId")?
+            .ok_or_else(|| missing("connectorId"))?;
+        let raw = p
+            .get("csChargingProfiles")
+            .ok_or_else(|| missing("csChargingProfiles"))?;
         if c != 0 && !self.valid_connector(c) {
             return Ok(status("Rejected"));
         }
@@ -420,11 +516,14 @@ impl Charger {
         // Energy up to now was delivered under the old limit.
         self.advance_all();
         self.profiles.set(profile);
-        Ok(ok_then(json!({ "status": "Accepted" }), |ch: &mut Charger| {
-            for i in 0..ch.connectors.len() {
-                ch.refresh_status(i);
-            }
-        }))
+        Ok(ok_then(
+            json!({ "status": "Accepted" }),
+            |ch: &mut Charger| {
+                for i in 0..ch.connectors.len() {
+                    ch.refresh_status(i);
+                }
+            },
+        ))
     }
 
     fn clear_charging_profile(&mut self, p: &Value) -> Result<Answer, Invalid> {
@@ -435,25 +534,40 @@ impl Charger {
             Some("ChargePointMaxProfile") => Some(Purpose::ChargePointMax),
             Some("TxDefaultProfile") => Some(Purpose::TxDefault),
             Some("TxProfile") => Some(Purpose::Tx),
-            Some(other) => return Err((error_code::PROPERTY_CONSTRAINT_VIOLATION, format!("purpose {other}"))),
+            Some(other) => {
+                return Err((
+                    error_code::PROPERTY_CONSTRAINT_VIOLATION,
+                    format!("purpose {other}"),
+                ))
+            }
         };
         let stack = opt_int(p, "stackLevel")?;
         self.advance_all();
         let removed = self.profiles.clear(id, connector, purpose, stack);
-        Ok(ok_then(json!({ "status": if removed { "Accepted" } else { "Unknown" } }), |ch: &mut Charger| {
-            for i in 0..ch.connectors.len() {
-                ch.refresh_status(i);
-            }
-        }))
+        Ok(ok_then(
+            json!({ "status": if removed { "Accepted" } else { "Unknown" } }),
+            |ch: &mut Charger| {
+                for i in 0..ch.connectors.len() {
+                    ch.refresh_status(i);
+                }
+            },
+        ))
     }
 
     fn get_composite_schedule(&mut self, p: &Value) -> Result<Answer, Invalid> {
-        let c = self.connector_arg(p, "connectorId")?.ok_or_else(|| missing("connectorId"))?;
+        let c = self
+            .connector_arg(p, "connectorId")?
+            .ok_or_else(|| missing("connectorId"))?;
         let duration = req_int(p, "duration")?;
         let amps = match opt_str(p, "chargingRateUnit")? {
             Some("A") => true,
             Some("W") | None => false,
-            Some(other) => return Err((error_code::PROPERTY_CONSTRAINT_VIOLATION, format!("unit {other}"))),
+            Some(other) => {
+                return Err((
+                    error_code::PROPERTY_CONSTRAINT_VIOLATION,
+                    format!("unit {other}"),
+                ))
+            }
         };
         if (c != 0 && !self.valid_connector(c)) || duration <= 0 {
             return Ok(status("Rejected"));
@@ -462,9 +576,14 @@ impl Charger {
         let tx = (c > 0)
             .then(|| self.connectors[c as usize - 1].tx.as_ref())
             .flatten()
-            .map(|t| TxContext { transaction_id: self.tx_ids.get(&t.local).map(|&i| i as i64), start: t.start });
+            .map(|t| TxContext {
+                transaction_id: self.tx_ids.get(&t.local).map(|&i| i as i64),
+                start: t.start,
+            });
         let hw = self.cfg.model.max_power_w;
-        let schedule = self.profiles.composite(c, now, duration, tx, self.cfg.model.kind, hw, amps);
+        let schedule = self
+            .profiles
+            .composite(c, now, duration, tx, self.cfg.model.kind, hw, amps);
         Ok(ok(json!({
             "status": "Accepted",
             "connectorId": c,
@@ -490,7 +609,11 @@ impl Charger {
 
     fn send_local_list(&mut self, p: &Value) -> Result<Answer, Invalid> {
         let version = req_int(p, "listVersion")?;
-        let update = one_of(req_str(p, "updateType")?, "updateType", &["Differential", "Full"])?;
+        let update = one_of(
+            req_str(p, "updateType")?,
+            "updateType",
+            &["Differential", "Full"],
+        )?;
         let entries = match p.get("localAuthorizationList") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(a)) => a.clone(),
@@ -524,7 +647,8 @@ impl Charger {
 
     fn update_firmware(&mut self, p: &Value) -> Result<Answer, Invalid> {
         req_str(p, "location")?;
-        let retrieve = parse_timestamp(req_str(p, "retrieveDate")?).ok_or_else(|| wrong_type("retrieveDate"))?;
+        let retrieve = parse_timestamp(req_str(p, "retrieveDate")?)
+            .ok_or_else(|| wrong_type("retrieveDate"))?;
         let wait = ((retrieve - self.now()).num_milliseconds() as f64 / 1000.0).max(1.0);
         self.schedule(wait, Scheduled::FirmwareStep(0));
         Ok(ok(json!({})))
@@ -532,8 +656,14 @@ impl Charger {
 
     fn get_diagnostics(&mut self, p: &Value) -> Result<Answer, Invalid> {
         req_str(p, "location")?;
-        let file = format!("diagnostics-{}-{}.log", self.cfg.id, self.now().format("%Y%m%dT%H%M%S"));
-        Ok(ok_then(json!({ "fileName": file }), |ch: &mut Charger| ch.schedule(1.0, Scheduled::DiagnosticsStep(0))))
+        let file = format!(
+            "diagnostics-{}-{}.log",
+            self.cfg.id,
+            self.now().format("%Y%m%dT%H%M%S")
+        );
+        Ok(ok_then(json!({ "fileName": file }), |ch: &mut Charger| {
+            ch.schedule(1.0, Scheduled::DiagnosticsStep(0))
+        }))
     }
 
     /// Timed follow-ups: firmware update and diagnostics upload steps, reboots,

@@ -24,7 +24,8 @@ pub struct ConfigKeys {
     pub transaction_message_retry_interval: u64,
 }
 
-const MEASURANDS: &str = "Energy.Active.Import.Register,Power.Active.Import,SoC,Current.Import,Voltage";
+const MEASURANDS: &str =
+    "Energy.Active.Import.Register,Power.Active.Import,SoC,Current.Import,Voltage";
 
 impl ConfigKeys {
     pub fn new(connectors: u32, heartbeat_interval: u64, meter_interval: u64) -> Self {
@@ -69,9 +70,12 @@ impl ConfigKeys {
     /// The GetConfiguration answer for the requested keys (all when none).
     pub fn get(&self, keys: Option<&[Value]>) -> Value {
         let all = self.all();
-        let entry = |(k, v, ro): &(&str, String, bool)| json!({ "key": k, "readonly": ro, "value": v });
+        let entry =
+            |(k, v, ro): &(&str, String, bool)| json!({ "key": k, "readonly": ro, "value": v });
         match keys {
-            None | Some([]) => json!({ "configurationKey": all.iter().map(entry).collect::<Vec<_>>() }),
+            None | Some([]) => {
+                json!({ "configurationKey": all.iter().map(entry).collect::<Vec<_>>() })
+            }
             Some(wanted) => {
                 let mut found = Vec::new();
                 let mut unknown = Vec::new();
@@ -116,8 +120,13 @@ impl ConfigKeys {
             "AuthorizeRemoteTxRequests" => set!(self.authorize_remote_tx_requests, boolean(value)),
             "LocalAuthListEnabled" => set!(self.local_auth_list_enabled, boolean(value)),
             "LocalPreAuthorize" => set!(self.local_pre_authorize, boolean(value)),
-            "TransactionMessageAttempts" => set!(self.transaction_message_attempts, uint(value).map(|v| v as u32)),
-            "TransactionMessageRetryInterval" => set!(self.transaction_message_retry_interval, uint(value)),
+            "TransactionMessageAttempts" => set!(
+                self.transaction_message_attempts,
+                uint(value).map(|v| v as u32)
+            ),
+            "TransactionMessageRetryInterval" => {
+                set!(self.transaction_message_retry_interval, uint(value))
+            }
             k if self.all().iter().any(|e| e.0 == k) => Change::Rejected,
             _ => Change::NotSupported,
         }

@@ -34,13 +34,19 @@ pub struct Endpoint {
 
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Endpoint").field("url", &self.url).field("source_addrs", &self.source_addrs).finish()
+        f.debug_struct("Endpoint")
+            .field("url", &self.url)
+            .field("source_addrs", &self.source_addrs)
+            .finish()
     }
 }
 
 impl Endpoint {
     pub fn new(url: impl Into<String>) -> Self {
-        Endpoint { url: url.into(), ..Default::default() }
+        Endpoint {
+            url: url.into(),
+            ..Default::default()
+        }
     }
 
     /// The URL one charger connects to.
@@ -68,7 +74,10 @@ pub fn ws_config() -> WebSocketConfig {
 /// A rustls client configuration (ring provider). `ca_pem` adds trusted roots
 /// (a test server's self-signed certificate or a private CA); `insecure` skips
 /// verification entirely, for test servers only.
-pub fn tls_config(ca_pem: Option<&[u8]>, insecure: bool) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+pub fn tls_config(
+    ca_pem: Option<&[u8]>,
+    insecure: bool,
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -84,7 +93,9 @@ pub fn tls_config(ca_pem: Option<&[u8]>, insecure: bool) -> anyhow::Result<Arc<r
         let mut roots = rustls::RootCertStore::empty();
         if let Some(pem) = ca_pem {
             for cert in CertificateDer::pem_slice_iter(pem) {
-                roots.add(cert.context("reading a CA certificate")?).context("adding a CA certificate")?;
+                roots
+                    .add(cert.context("reading a CA certificate")?)
+                    .context("adding a CA certificate")?;
             }
         }
         builder.with_root_certificates(roots).with_no_client_auth()
@@ -101,9 +112,12 @@ pub async fn connect(
     source: Option<IpAddr>,
     timeout: Duration,
 ) -> anyhow::Result<Ws> {
-    tokio::time::timeout(timeout, connect_inner(endpoint, charger_id, password, source))
-        .await
-        .context("connect timed out")?
+    tokio::time::timeout(
+        timeout,
+        connect_inner(endpoint, charger_id, password, source),
+    )
+    .await
+    .context("connect timed out")?
 }
 
 async fn connect_inner(
@@ -115,10 +129,17 @@ async fn connect_inner(
     let url = endpoint.url_for(charger_id);
     let mut request = url.as_str().into_client_request().context("charger URL")?;
     let headers = request.headers_mut();
-    headers.insert("Sec-WebSocket-Protocol", HeaderValue::from_static("ocpp1.6"));
+    headers.insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("ocpp1.6"),
+    );
     if let Some(password) = password {
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("{charger_id}:{password}"));
-        headers.insert("Authorization", HeaderValue::from_str(&format!("Basic {token}"))?);
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("{charger_id}:{password}"));
+        headers.insert(
+            "Authorization",
+            HeaderValue::from_str(&format!("Basic {token}"))?,
+        );
     }
     let uri = request.uri().clone();
     let tls = match uri.scheme_str() {
@@ -126,14 +147,27 @@ async fn connect_inner(
         Some("wss") => true,
         other => bail!("unsupported scheme {other:?}"),
     };
-    let host = uri.host().context("URL without host")?.trim_start_matches('[').trim_end_matches(']');
+    let host = uri
+        .host()
+        .context("URL without host")?
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
     let server = pick_address(host, port, source).await?;
-    let socket = if server.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if server.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     if let Some(source) = source {
-        socket.bind(SocketAddr::new(source, 0)).with_context(|| format!("binding to {source}"))?;
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .with_context(|| format!("binding to {source}"))?;
     }
-    let stream = socket.connect(server).await.with_context(|| format!("connecting to {server}"))?;
+    let stream = socket
+        .connect(server)
+        .await
+        .with_context(|| format!("connecting to {server}"))?;
     stream.set_nodelay(true)?;
     let connector = if tls {
         let config = match &endpoint.tls {
@@ -144,11 +178,19 @@ async fn connect_inner(
     } else {
         Connector::Plain
     };
-    let (ws, response) =
-        tokio_tungstenite::client_async_tls_with_config(request, stream, Some(ws_config()), Some(connector))
-            .await
-            .context("WebSocket handshake")?;
-    match response.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok()) {
+    let (ws, response) = tokio_tungstenite::client_async_tls_with_config(
+        request,
+        stream,
+        Some(ws_config()),
+        Some(connector),
+    )
+    .await
+    .context("WebSocket handshake")?;
+    match response
+        .headers()
+        .get("Sec-WebSocket-Protocol")
+        .and_then(|v| v.to_str().ok())
+    {
         Some("ocpp1.6") | None => {}
         Some(other) => bail!("server chose subprotocol {other}"),
     }
@@ -157,9 +199,17 @@ async fn connect_inner(
 
 /// Resolves the server, preferring an address of the same family as the source.
 async fn pick_address(host: &str, port: u16, source: Option<IpAddr>) -> anyhow::Result<SocketAddr> {
-    let addrs: Vec<SocketAddr> = lookup_host((host, port)).await.with_context(|| format!("resolving {host}"))?.collect();
+    let addrs: Vec<SocketAddr> = lookup_host((host, port))
+        .await
+        .with_context(|| format!("resolving {host}"))?
+        .collect();
     let same_family = |a: &&SocketAddr| source.is_none_or(|s| s.is_ipv4() == a.is_ipv4());
-    addrs.iter().find(same_family).or(addrs.first()).copied().context("host has no address")
+    addrs
+        .iter()
+        .find(same_family)
+        .or(addrs.first())
+        .copied()
+        .context("host has no address")
 }
 
 /// Percent-encodes a charger id for the last path segment.
@@ -180,15 +230,20 @@ pub fn parse_source_addrs(spec: &str) -> anyhow::Result<Vec<IpAddr>> {
     let mut out = Vec::new();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         if let Some((a, b)) = part.split_once('-') {
-            let (a, b): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
-                (a.trim().parse().context("range start")?, b.trim().parse().context("range end")?);
+            let (a, b): (std::net::Ipv4Addr, std::net::Ipv4Addr) = (
+                a.trim().parse().context("range start")?,
+                b.trim().parse().context("range end")?,
+            );
             let (a, b) = (u32::from(a), u32::from(b));
             if b < a || b - a > 65_535 {
                 bail!("bad address range {part}");
             }
             out.extend((a..=b).map(|n| IpAddr::V4(n.into())));
         } else {
-            out.push(part.parse().with_context(|| format!("bad address {part}"))?);
+            out.push(
+                part.parse()
+                    .with_context(|| format!("bad address {part}"))?,
+            );
         }
     }
     Ok(out)
@@ -216,7 +271,12 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -225,7 +285,12 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
@@ -239,8 +304,14 @@ mod tests {
 
     #[test]
     fn the_charger_id_is_the_last_path_segment() {
-        assert_eq!(Endpoint::new("ws://h:1/ocpp/").url_for("CP 1"), "ws://h:1/ocpp/CP%201");
-        assert_eq!(Endpoint::new("ws://h/x/{id}/y").url_for("A"), "ws://h/x/A/y");
+        assert_eq!(
+            Endpoint::new("ws://h:1/ocpp/").url_for("CP 1"),
+            "ws://h:1/ocpp/CP%201"
+        );
+        assert_eq!(
+            Endpoint::new("ws://h/x/{id}/y").url_for("A"),
+            "ws://h/x/A/y"
+        );
     }
 
     #[test]

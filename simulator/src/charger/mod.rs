@@ -15,9 +15,9 @@
 //! - `commands`: answers to every server-to-charger command of OCPP 1.6;
 //! - [`smart_charging`], [`config_keys`].
 
+mod commands;
 pub mod config_keys;
 pub mod connection;
-mod commands;
 pub mod outbox;
 mod session;
 pub mod smart_charging;
@@ -181,7 +181,10 @@ pub struct ChargerHandle {
 
 impl ChargerHandle {
     pub async fn send(&self, command: Command) -> anyhow::Result<()> {
-        self.commands.send(command).await.map_err(|_| anyhow::anyhow!("charger {} has stopped", self.id))
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| anyhow::anyhow!("charger {} has stopped", self.id))
     }
 
     pub fn view(&self) -> ChargerView {
@@ -195,16 +198,26 @@ impl ChargerHandle {
         what: &str,
         f: impl FnMut(&ChargerView) -> bool,
     ) -> anyhow::Result<ChargerView> {
-        match tokio::time::timeout(timeout, self.view.wait_for(f)).await {
+        let outcome = match tokio::time::timeout(timeout, self.view.wait_for(f)).await {
             Ok(Ok(v)) => Ok(v.clone()),
-            Ok(Err(_)) => anyhow::bail!("charger {} stopped while waiting until {what}", self.id),
-            Err(_) => anyhow::bail!("charger {}: timed out waiting until {what}; state {:?}", self.id, self.view()),
-        }
+            Ok(Err(_)) => Err("stopped"),
+            Err(_) => Err("timed out"),
+        };
+        outcome.map_err(|why| {
+            anyhow::anyhow!(
+                "charger {}: {why} waiting until {what}; state {:?}",
+                self.id,
+                self.view()
+            )
+        })
     }
 
     /// Asks the charger to stop and waits for its task to end.
     pub async fn shutdown(self, stop_transactions: bool) {
-        let _ = self.commands.send(Command::Shutdown { stop_transactions }).await;
+        let _ = self
+            .commands
+            .send(Command::Shutdown { stop_transactions })
+            .await;
         let _ = self.task.await;
     }
 
@@ -214,13 +227,22 @@ impl ChargerHandle {
 }
 
 /// Starts a charger task on the current Tokio runtime.
-pub fn spawn(config: ChargerConfig, endpoint: Arc<Endpoint>, recorder: Arc<Recorder>) -> ChargerHandle {
+pub fn spawn(
+    config: ChargerConfig,
+    endpoint: Arc<Endpoint>,
+    recorder: Arc<Recorder>,
+) -> ChargerHandle {
     let (tx, rx) = mpsc::channel(32);
     let (view_tx, view_rx) = watch::channel(ChargerView::default());
     let id = config.id.clone();
     let charger = Charger::new(config, endpoint, recorder, rx, view_tx);
     let task = tokio::spawn(charger.run());
-    ChargerHandle { id, commands: tx, view: view_rx, task }
+    ChargerHandle {
+        id,
+        commands: tx,
+        view: view_rx,
+        task,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,11 +263,15 @@ struct InFlight {
 #[derive(Debug, Clone)]
 enum Scheduled {
     /// Reboot after a Reset (soft or hard) or a firmware update.
-    Reboot { reason: &'static str },
+    Reboot {
+        reason: &'static str,
+    },
     FirmwareStep(u8),
     DiagnosticsStep(u8),
     /// A remotely started transaction waited too long for the vehicle.
-    ConnectionTimeout { connector: u32 },
+    ConnectionTimeout {
+        connector: u32,
+    },
 }
 
 enum Event {
@@ -316,8 +342,14 @@ impl Charger {
         commands: mpsc::Receiver<Command>,
         view: watch::Sender<ChargerView>,
     ) -> Self {
-        let connectors = (1..=cfg.model.connectors).map(|id| Connector::new(id, cfg.initial_register_wh)).collect();
-        let keys = ConfigKeys::new(cfg.model.connectors, cfg.heartbeat_interval_s, cfg.meter_interval_s);
+        let connectors = (1..=cfg.model.connectors)
+            .map(|id| Connector::new(id, cfg.initial_register_wh))
+            .collect();
+        let keys = ConfigKeys::new(
+            cfg.model.connectors,
+            cfg.heartbeat_interval_s,
+            cfg.meter_interval_s,
+        );
         Charger {
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
             firmware: cfg.firmware.clone(),
@@ -412,7 +444,9 @@ impl Charger {
 
     fn may_connect(&self) -> bool {
         let now = Instant::now();
-        self.offline_until.is_none_or(|t| now >= t) && now >= self.reconnect_at && self.shutdown_deadline.is_none()
+        self.offline_until.is_none_or(|t| now >= t)
+            && now >= self.reconnect_at
+            && self.shutdown_deadline.is_none()
     }
 
     async fn try_connect(&mut self) {
@@ -449,7 +483,8 @@ impl Charger {
         // Exponential backoff with jitter, so a fleet that lost its server does
         // not come back as one thundering herd.
         let base = self.cfg.reconnect_delay.max(Duration::from_millis(10));
-        self.reconnect_backoff = (self.reconnect_backoff * 2).clamp(base, Duration::from_secs(30).max(base));
+        self.reconnect_backoff =
+            (self.reconnect_backoff * 2).clamp(base, Duration::from_secs(30).max(base));
         let jitter = self.rng.random_range(0.5..1.5);
         self.reconnect_at = Instant::now() + self.reconnect_backoff.mul_f64(jitter);
     }
@@ -482,7 +517,9 @@ impl Charger {
     }
 
     async fn send_text(&mut self, text: String) -> bool {
-        let Some(ws) = self.conn.as_mut() else { return false };
+        let Some(ws) = self.conn.as_mut() else {
+            return false;
+        };
         match ws.send(Message::text(text)).await {
             Ok(()) => true,
             Err(e) => {
@@ -514,10 +551,16 @@ impl Charger {
             return;
         }
         if let Some(text) = (!self.probes.is_empty()).then(|| self.probes.remove(0)) {
-            if let Ok(Frame::Call { id, .. }) | Err(crate::protocol::FrameError { id: Some(id), .. }) = Frame::parse(&text) {
+            if let Ok(Frame::Call { id, .. })
+            | Err(crate::protocol::FrameError { id: Some(id), .. }) = Frame::parse(&text)
+            {
                 self.probes_waiting.insert(id, text.clone());
             } else {
-                self.rec.record_probe(ProbeResult { charger_id: self.cfg.id.clone(), sent: text.clone(), answer: "none".into() });
+                self.rec.record_probe(ProbeResult {
+                    charger_id: self.cfg.id.clone(),
+                    sent: text.clone(),
+                    answer: "none".into(),
+                });
             }
             self.send_text(text).await;
             return;
@@ -577,7 +620,10 @@ impl Charger {
     // ---------------------------------------------------------------- incoming frames
 
     async fn on_message(&mut self, message: Message) {
-        self.rec.stats.frames_received.fetch_add(1, Ordering::Relaxed);
+        self.rec
+            .stats
+            .frames_received
+            .fetch_add(1, Ordering::Relaxed);
         let text = match message {
             Message::Text(t) => t.to_string(),
             Message::Binary(_) => {
@@ -592,7 +638,11 @@ impl Charger {
             _ => return,
         };
         match Frame::parse(&text) {
-            Ok(Frame::Call { id, action, payload }) => {
+            Ok(Frame::Call {
+                id,
+                action,
+                payload,
+            }) => {
                 self.rec.stats.server_calls.fetch_add(1, Ordering::Relaxed);
                 let answer = self.on_call(&id, &action, &payload);
                 let frame = match answer.result {
@@ -609,11 +659,14 @@ impl Charger {
                 let id = e.id.clone();
                 self.on_answer(&id, Err(e));
             }
-            Err(e) if e.is_unknown_type() => tracing::debug!("unknown message type ignored: {text}"),
+            Err(e) if e.is_unknown_type() => {
+                tracing::debug!("unknown message type ignored: {text}")
+            }
             Err(e) => {
                 tracing::warn!("bad frame from server: {}: {text}", e.description);
                 if let Some(id) = e.id {
-                    self.send_frame(&Frame::error(id, e.code, e.description)).await;
+                    self.send_frame(&Frame::error(id, e.code, e.description))
+                        .await;
                 }
             }
         }
@@ -625,7 +678,11 @@ impl Charger {
                 Ok(_) => "result".to_string(),
                 Err(e) => e.code.clone(),
             };
-            self.rec.record_probe(ProbeResult { charger_id: self.cfg.id.clone(), sent, answer });
+            self.rec.record_probe(ProbeResult {
+                charger_id: self.cfg.id.clone(),
+                sent,
+                answer,
+            });
             return;
         }
         if self.in_flight.as_ref().is_none_or(|f| f.id != id) {
@@ -660,7 +717,11 @@ impl Charger {
                 tracing::warn!("{} answered with {} {}", out.action, e.code, e.description);
                 let attempts = self.keys.transaction_message_attempts.max(1);
                 if out.action == "BootNotification" {
-                    self.boot_at = Some(self.cfg.clock.deadline_in(self.keys.heartbeat_interval.clamp(10, 300) as f64));
+                    self.boot_at = Some(
+                        self.cfg
+                            .clock
+                            .deadline_in(self.keys.heartbeat_interval.clamp(10, 300) as f64),
+                    );
                 } else if out.is_transaction_message() && out.attempts < attempts {
                     // OCPP 1.6 §4.7: retry a transaction message the server failed to process.
                     let wait = self.keys.transaction_message_retry_interval * out.attempts as u64;
@@ -692,7 +753,11 @@ impl Charger {
                         if let Some(i) = interval.filter(|i| *i > 0) {
                             self.keys.heartbeat_interval = i;
                         }
-                        self.heartbeat_at = Some(self.cfg.clock.deadline_in(self.keys.heartbeat_interval as f64));
+                        self.heartbeat_at = Some(
+                            self.cfg
+                                .clock
+                                .deadline_in(self.keys.heartbeat_interval as f64),
+                        );
                         self.after_boot();
                     }
                     status => {
@@ -736,7 +801,10 @@ impl Charger {
             Command::LoseNextAnswer { reuse_id } => self.lose_next_answer = Some(reuse_id),
             Command::PowerCycle => self.power_cycle(),
             Command::ResetMeter { connector } => self.reset_meter(connector),
-            Command::Fault { connector, error_code } => self.set_fault(connector, error_code),
+            Command::Fault {
+                connector,
+                error_code,
+            } => self.set_fault(connector, error_code),
             Command::Probe { text } => self.probes.push(text),
             Command::Shutdown { stop_transactions } => self.begin_shutdown(stop_transactions),
         }
@@ -753,7 +821,9 @@ impl Charger {
     }
 
     fn ready_to_finish(&self) -> bool {
-        let Some(deadline) = self.shutdown_deadline else { return false };
+        let Some(deadline) = self.shutdown_deadline else {
+            return false;
+        };
         let drained = self.outbox.is_empty() && self.in_flight.is_none() && self.probes.is_empty();
         drained || Instant::now() >= deadline || (self.conn.is_none() && self.outbox.is_empty())
     }
@@ -776,7 +846,9 @@ impl Charger {
             consider(self.heartbeat_at);
             consider(self.boot_at);
         } else if self.shutdown_deadline.is_none() {
-            consider(Some(self.reconnect_at.max(self.offline_until.unwrap_or(now))));
+            consider(Some(
+                self.reconnect_at.max(self.offline_until.unwrap_or(now)),
+            ));
         }
         for c in &self.connectors {
             consider(c.next_sample);
@@ -802,7 +874,11 @@ impl Charger {
             }
         }
         if self.heartbeat_at.is_some_and(|t| now >= t) {
-            self.heartbeat_at = Some(self.cfg.clock.deadline_in(self.keys.heartbeat_interval.max(1) as f64));
+            self.heartbeat_at = Some(
+                self.cfg
+                    .clock
+                    .deadline_in(self.keys.heartbeat_interval.max(1) as f64),
+            );
             let already = self.outbox.iter().any(|m| m.action == "Heartbeat");
             if self.conn.is_some() && self.registration == Registration::Accepted && !already {
                 self.queue("Heartbeat", json!({}));
@@ -812,19 +888,26 @@ impl Charger {
             if self.connectors[i].next_sample.is_some_and(|t| now >= t) {
                 self.sample(i, "Sample.Periodic");
             }
-            if self.connectors[i].reservation.as_ref().is_some_and(|r| now >= r.expires_real) {
+            if self.connectors[i]
+                .reservation
+                .as_ref()
+                .is_some_and(|r| now >= r.expires_real)
+            {
                 self.connectors[i].reservation = None;
                 self.refresh_status(i);
             }
         }
         if let Some((deadline, reason)) = self.reboot_pending {
-            let sent = !self.outbox.iter().any(Outgoing::is_transaction_message) && self.in_flight.is_none();
+            let sent = !self.outbox.iter().any(Outgoing::is_transaction_message)
+                && self.in_flight.is_none();
             if sent || now >= deadline {
                 self.reboot_pending = None;
                 self.reboot(reason).await;
             }
         }
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.scheduled).into_iter().partition(|(t, _)| now >= *t);
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.scheduled)
+            .into_iter()
+            .partition(|(t, _)| now >= *t);
         self.scheduled = later;
         for (_, what) in due {
             self.on_scheduled(what).await;
@@ -843,7 +926,10 @@ impl Charger {
         let status = self.charger_status.clone();
         self.queue_status(0, &status, "NoError");
         if self.firmware_status == "Installed" {
-            self.queue("FirmwareStatusNotification", json!({ "status": "Installed" }));
+            self.queue(
+                "FirmwareStatusNotification",
+                json!({ "status": "Installed" }),
+            );
             self.firmware_status = "Idle";
         }
         for i in 0..self.connectors.len() {
@@ -867,7 +953,8 @@ impl Charger {
         self.hold_until = None;
         self.reconnect_at = Instant::now() + self.cfg.reconnect_delay;
         self.reconnect_backoff = Duration::ZERO;
-        self.scheduled.retain(|(_, s)| !matches!(s, Scheduled::ConnectionTimeout { .. }));
+        self.scheduled
+            .retain(|(_, s)| !matches!(s, Scheduled::ConnectionTimeout { .. }));
     }
 
     fn power_cycle(&mut self) {
@@ -896,7 +983,11 @@ impl Charger {
             queued: self.outbox.len() + self.probes.len(),
             in_flight: self.in_flight.is_some(),
             sessions_finished: self.sessions_finished,
-            connectors: self.connectors.iter().map(|c| c.view(&self.tx_ids)).collect(),
+            connectors: self
+                .connectors
+                .iter()
+                .map(|c| c.view(&self.tx_ids))
+                .collect(),
             finished: false,
         };
         self.view.send_if_modified(|v| {
@@ -911,7 +1002,11 @@ impl Charger {
 
     fn publish_finished(&mut self) {
         for (_, sent) in self.probes_waiting.drain() {
-            self.rec.record_probe(ProbeResult { charger_id: self.cfg.id.clone(), sent, answer: "none".into() });
+            self.rec.record_probe(ProbeResult {
+                charger_id: self.cfg.id.clone(),
+                sent,
+                answer: "none".into(),
+            });
         }
         self.publish();
         self.view.send_modify(|v| {
@@ -922,7 +1017,9 @@ impl Charger {
 }
 
 /// The next message on the connection, or never when there is none.
-async fn next_message(conn: &mut Option<Ws>) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
+async fn next_message(
+    conn: &mut Option<Ws>,
+) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
     match conn {
         Some(ws) => ws.next().await,
         None => std::future::pending().await,

@@ -32,7 +32,15 @@ pub struct Outgoing {
 
 impl Outgoing {
     pub fn new(action: &str, payload: Value, created: DateTime<Utc>) -> Self {
-        Outgoing { action: action.to_string(), payload, tx: None, connector: None, id: None, created, attempts: 0 }
+        Outgoing {
+            action: action.to_string(),
+            payload,
+            tx: None,
+            connector: None,
+            id: None,
+            created,
+            attempts: 0,
+        }
     }
 
     pub fn for_tx(mut self, tx: u64) -> Self {
@@ -54,7 +62,10 @@ impl Outgoing {
     }
 
     pub fn is_transaction_message(&self) -> bool {
-        matches!(self.action.as_str(), "StartTransaction" | "StopTransaction" | "MeterValues")
+        matches!(
+            self.action.as_str(),
+            "StartTransaction" | "StopTransaction" | "MeterValues"
+        )
     }
 }
 
@@ -137,7 +148,12 @@ mod tests {
         q.push(msg("StopTransaction", 6));
         q.on_disconnect();
         let replay: Vec<(String, String)> = std::iter::from_fn(|| q.pop())
-            .map(|m| (m.action, m.payload["timestamp"].as_str().unwrap().to_string()))
+            .map(|m| {
+                (
+                    m.action,
+                    m.payload["timestamp"].as_str().unwrap().to_string(),
+                )
+            })
             .collect();
         assert_eq!(
             replay,
@@ -145,7 +161,10 @@ mod tests {
                 ("StartTransaction".into(), "2026-03-01T12:00:00.000Z".into()),
                 ("MeterValues".into(), "2026-03-01T12:02:00.000Z".into()),
                 ("MeterValues".into(), "2026-03-01T12:04:00.000Z".into()),
-                ("StatusNotification".into(), "2026-03-01T12:05:00.000Z".into()),
+                (
+                    "StatusNotification".into(),
+                    "2026-03-01T12:05:00.000Z".into()
+                ),
                 ("StopTransaction".into(), "2026-03-01T12:06:00.000Z".into()),
             ]
         );
@@ -160,7 +179,10 @@ mod tests {
         q.put_back(first);
         q.on_disconnect();
         let m = q.pop().unwrap();
-        assert_eq!((m.action.as_str(), m.id.as_deref()), ("StartTransaction", Some("42")));
+        assert_eq!(
+            (m.action.as_str(), m.id.as_deref()),
+            ("StartTransaction", Some("42"))
+        );
         assert_eq!(q.pop().unwrap().action, "MeterValues");
     }
 }

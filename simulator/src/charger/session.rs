@@ -168,12 +168,18 @@ impl Charger {
 
     pub(super) fn set_fault(&mut self, connector: u32, error_code: String) {
         if connector == 0 {
-            let status = if error_code == "NoError" { "Available" } else { "Faulted" };
+            let status = if error_code == "NoError" {
+                "Available"
+            } else {
+                "Faulted"
+            };
             self.charger_status = status.to_string();
             self.queue_status(0, status, &error_code);
             return;
         }
-        let Some(i) = self.index(connector) else { return };
+        let Some(i) = self.index(connector) else {
+            return;
+        };
         if error_code != "NoError" && self.connectors[i].tx.is_some() {
             self.stop_transaction(connector, "Other");
         }
@@ -184,7 +190,9 @@ impl Charger {
     // ---------------------------------------------------------------- driver actions
 
     pub(super) fn plug_in(&mut self, connector: u32, vehicle: Vehicle) {
-        let Some(i) = self.index(connector) else { return };
+        let Some(i) = self.index(connector) else {
+            return;
+        };
         let c = &mut self.connectors[i];
         if c.vehicle.is_some() {
             return;
@@ -198,7 +206,9 @@ impl Charger {
     }
 
     pub(super) fn unplug(&mut self, connector: u32) {
-        let Some(i) = self.index(connector) else { return };
+        let Some(i) = self.index(connector) else {
+            return;
+        };
         if self.connectors[i].tx.is_some() {
             self.stop_transaction(connector, "EVDisconnected");
         }
@@ -211,7 +221,9 @@ impl Charger {
 
     /// A card at the reader: stops the transaction it started, or authorizes a new one.
     pub(super) fn present_id_tag(&mut self, connector: u32, id_tag: String) {
-        let Some(i) = self.index(connector) else { return };
+        let Some(i) = self.index(connector) else {
+            return;
+        };
         let c = &self.connectors[i];
         if let Some(tx) = &c.tx {
             if tx.id_tag == id_tag {
@@ -229,19 +241,27 @@ impl Charger {
             }
         }
         let in_local_list = self.keys.local_auth_list_enabled
-            && self.local_list.get(&id_tag).is_some_and(|s| s == "Accepted");
+            && self
+                .local_list
+                .get(&id_tag)
+                .is_some_and(|s| s == "Accepted");
         if self.conn.is_none() || (self.keys.local_pre_authorize && in_local_list) {
             // Offline (or pre-authorized from the local list): the charger decides by itself.
             self.authorized(i, id_tag);
         } else {
-            let out = Outgoing::new("Authorize", json!({ "idTag": id_tag }), self.now()).for_connector(connector);
+            let out = Outgoing::new("Authorize", json!({ "idTag": id_tag }), self.now())
+                .for_connector(connector);
             self.outbox.push(out);
         }
     }
 
     pub(super) fn on_authorize_result(&mut self, out: &Outgoing, payload: &Value) {
-        let (Some(connector), Some(tag)) = (out.connector, out.payload["idTag"].as_str()) else { return };
-        let Some(i) = self.index(connector) else { return };
+        let (Some(connector), Some(tag)) = (out.connector, out.payload["idTag"].as_str()) else {
+            return;
+        };
+        let Some(i) = self.index(connector) else {
+            return;
+        };
         match payload.pointer("/idTagInfo/status").and_then(Value::as_str) {
             Some("Accepted") => self.authorized(i, tag.to_string()),
             status => tracing::info!("idTag {tag} not accepted: {status:?}"),
@@ -259,14 +279,21 @@ impl Charger {
         } else {
             c.authorized = Some(id_tag);
             let timeout = self.keys.connection_timeout as f64;
-            self.schedule(timeout, Scheduled::ConnectionTimeout { connector: i as u32 + 1 });
+            self.schedule(
+                timeout,
+                Scheduled::ConnectionTimeout {
+                    connector: i as u32 + 1,
+                },
+            );
             self.refresh_status(i);
         }
     }
 
     /// ConnectionTimeOut passed with no vehicle: the authorization lapses.
     pub(super) fn connection_timeout(&mut self, connector: u32) {
-        let Some(i) = self.index(connector) else { return };
+        let Some(i) = self.index(connector) else {
+            return;
+        };
         let c = &mut self.connectors[i];
         if c.vehicle.is_none() && c.authorized.take().is_some() {
             self.refresh_status(i);
@@ -306,20 +333,37 @@ impl Charger {
         if let Some(r) = reservation {
             payload["reservationId"] = json!(r.id);
         }
-        self.outbox.push(Outgoing::new("StartTransaction", payload, now).for_tx(local));
-        self.rec.stats.sessions_started.fetch_add(1, Ordering::Relaxed);
-        self.rec.stats.active_sessions.fetch_add(1, Ordering::Relaxed);
+        self.outbox
+            .push(Outgoing::new("StartTransaction", payload, now).for_tx(local));
+        self.rec
+            .stats
+            .sessions_started
+            .fetch_add(1, Ordering::Relaxed);
+        self.rec
+            .stats
+            .active_sessions
+            .fetch_add(1, Ordering::Relaxed);
         self.refresh_status(i);
     }
 
     pub(super) fn on_start_result(&mut self, out: &Outgoing, payload: &Value) {
         let Some(local) = out.tx else { return };
-        let id = payload.get("transactionId").and_then(Value::as_i64).unwrap_or(-1) as i32;
+        let id = payload
+            .get("transactionId")
+            .and_then(Value::as_i64)
+            .unwrap_or(-1) as i32;
         self.tx_ids.insert(local, id);
-        let status = payload.pointer("/idTagInfo/status").and_then(Value::as_str).unwrap_or("Invalid");
+        let status = payload
+            .pointer("/idTagInfo/status")
+            .and_then(Value::as_str)
+            .unwrap_or("Invalid");
         if status != "Accepted" {
             // The server refused the idTag after the fact: stop charging (OCPP 1.6 §5.11).
-            if let Some(i) = self.connectors.iter().position(|c| c.tx.as_ref().is_some_and(|t| t.local == local)) {
+            if let Some(i) = self
+                .connectors
+                .iter()
+                .position(|c| c.tx.as_ref().is_some_and(|t| t.local == local))
+            {
                 tracing::info!("transaction {id} not accepted ({status}), stopping");
                 self.stop_transaction(i as u32 + 1, "DeAuthorized");
             }
@@ -328,7 +372,9 @@ impl Charger {
 
     /// Ends the connector's transaction, if any, and queues its StopTransaction.
     pub(super) fn stop_transaction(&mut self, connector: u32, reason: &str) {
-        let Some(i) = self.index(connector) else { return };
+        let Some(i) = self.index(connector) else {
+            return;
+        };
         if self.connectors[i].tx.is_none() {
             return;
         }
@@ -371,15 +417,21 @@ impl Charger {
         if let Some(op) = c.pending_operative.take() {
             c.operative = op;
         }
-        self.outbox.push(Outgoing::new("StopTransaction", payload, now).for_tx(tx.local));
+        self.outbox
+            .push(Outgoing::new("StopTransaction", payload, now).for_tx(tx.local));
         self.profiles.end_transaction(connector);
-        self.rec.stats.active_sessions.fetch_sub(1, Ordering::Relaxed);
+        self.rec
+            .stats
+            .active_sessions
+            .fetch_sub(1, Ordering::Relaxed);
         self.refresh_status(i);
     }
 
     /// The server acknowledged a StopTransaction: the session is complete.
     pub(super) fn finish_record(&mut self, local: u64) {
-        let Some(f) = self.finishing.remove(&local) else { return };
+        let Some(f) = self.finishing.remove(&local) else {
+            return;
+        };
         let transaction_id = self.tx_ids.remove(&local).unwrap_or(-1);
         self.sessions_finished += 1;
         self.rec.record_session(SessionRecord {
@@ -407,7 +459,12 @@ impl Charger {
                 faults.push(fault.to_string());
             }
         };
-        if let Some(tx) = self.connectors.iter_mut().filter_map(|c| c.tx.as_mut()).find(|t| t.local == local) {
+        if let Some(tx) = self
+            .connectors
+            .iter_mut()
+            .filter_map(|c| c.tx.as_mut())
+            .find(|t| t.local == local)
+        {
             push(&mut tx.faults);
         } else if let Some(f) = self.finishing.get_mut(&local) {
             push(&mut f.faults);
@@ -415,7 +472,9 @@ impl Charger {
     }
 
     pub(super) fn reset_meter(&mut self, connector: u32) {
-        let Some(i) = self.index(connector) else { return };
+        let Some(i) = self.index(connector) else {
+            return;
+        };
         self.advance(i);
         let c = &mut self.connectors[i];
         c.meter.reset();
@@ -433,7 +492,13 @@ impl Charger {
             transaction_id: self.tx_ids.get(&t.local).map(|&id| id as i64),
             start: t.start,
         });
-        self.profiles.limit_w(c.id, self.now(), tx, self.cfg.model.kind, self.cfg.model.max_power_w)
+        self.profiles.limit_w(
+            c.id,
+            self.now(),
+            tx,
+            self.cfg.model.kind,
+            self.cfg.model.max_power_w,
+        )
     }
 
     /// Integrates the connector's charging up to now.
@@ -442,7 +507,10 @@ impl Charger {
         let limit = self.limit_w(i);
         let kind = self.cfg.model.kind;
         let c = &mut self.connectors[i];
-        let dt = c.last_physics.map(|t| (now - t).num_microseconds().unwrap_or(0) as f64 / 1e6).unwrap_or(0.0);
+        let dt = c
+            .last_physics
+            .map(|t| (now - t).num_microseconds().unwrap_or(0) as f64 / 1e6)
+            .unwrap_or(0.0);
         c.last_physics = Some(now);
         match (c.tx.as_mut(), c.vehicle.as_mut()) {
             (Some(tx), Some(v)) => {
@@ -465,17 +533,35 @@ impl Charger {
     fn sampled_values(&self, i: usize, context: &str) -> Value {
         let c = &self.connectors[i];
         let kind = self.cfg.model.kind;
-        let sv = |value: String, measurand: &str, unit: &str, location: &str| {
-            json!({ "value": value, "context": context, "measurand": measurand, "unit": unit, "location": location })
-        };
+        let sv = |value: String, measurand: &str, unit: &str, location: &str| json!({ "value": value, "context": context, "measurand": measurand, "unit": unit, "location": location });
         let mut values = vec![
-            sv(c.meter.reading_wh().to_string(), "Energy.Active.Import.Register", "Wh", "Outlet"),
-            sv(format!("{:.0}", c.power_w), "Power.Active.Import", "W", "Outlet"),
-            sv(format!("{:.1}", kind.current_a(c.power_w)), "Current.Import", "A", "Outlet"),
+            sv(
+                c.meter.reading_wh().to_string(),
+                "Energy.Active.Import.Register",
+                "Wh",
+                "Outlet",
+            ),
+            sv(
+                format!("{:.0}", c.power_w),
+                "Power.Active.Import",
+                "W",
+                "Outlet",
+            ),
+            sv(
+                format!("{:.1}", kind.current_a(c.power_w)),
+                "Current.Import",
+                "A",
+                "Outlet",
+            ),
             sv(format!("{:.1}", kind.voltage()), "Voltage", "V", "Outlet"),
         ];
         if let Some(v) = &c.vehicle {
-            values.push(sv(format!("{:.0}", v.soc().floor()), "SoC", "Percent", "EV"));
+            values.push(sv(
+                format!("{:.0}", v.soc().floor()),
+                "SoC",
+                "Percent",
+                "EV",
+            ));
         }
         Value::Array(values)
     }

@@ -70,10 +70,23 @@ impl Profile {
             other => return Err(format!("bad chargingRateUnit {other:?}")),
         };
         let mut periods = Vec::new();
-        for p in schedule.get("chargingSchedulePeriod").and_then(Value::as_array).ok_or("no periods")? {
-            let start = p.get("startPeriod").and_then(Value::as_i64).ok_or("period without startPeriod")?;
-            let limit = p.get("limit").and_then(Value::as_f64).ok_or("period without limit")?;
-            let phases = p.get("numberPhases").and_then(Value::as_u64).map(|n| n as u8);
+        for p in schedule
+            .get("chargingSchedulePeriod")
+            .and_then(Value::as_array)
+            .ok_or("no periods")?
+        {
+            let start = p
+                .get("startPeriod")
+                .and_then(Value::as_i64)
+                .ok_or("period without startPeriod")?;
+            let limit = p
+                .get("limit")
+                .and_then(Value::as_f64)
+                .ok_or("period without limit")?;
+            let phases = p
+                .get("numberPhases")
+                .and_then(Value::as_u64)
+                .map(|n| n as u8);
             periods.push((start, limit, phases));
         }
         if periods.is_empty() {
@@ -91,14 +104,21 @@ impl Profile {
             valid_to: ts("validTo"),
             transaction_id: int("transactionId"),
             duration_s: schedule.get("duration").and_then(Value::as_i64),
-            start_schedule: schedule.get("startSchedule").and_then(Value::as_str).and_then(parse_timestamp),
+            start_schedule: schedule
+                .get("startSchedule")
+                .and_then(Value::as_str)
+                .and_then(parse_timestamp),
             unit_amps,
             periods,
         })
     }
 
     /// When the schedule in force at `at` started, if it has.
-    fn schedule_start(&self, at: DateTime<Utc>, tx_start: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    fn schedule_start(
+        &self,
+        at: DateTime<Utc>,
+        tx_start: Option<DateTime<Utc>>,
+    ) -> Option<DateTime<Utc>> {
         match self.kind {
             Kind::Absolute => Some(self.start_schedule.or(self.valid_from).unwrap_or(at)),
             Kind::Relative => Some(tx_start.unwrap_or(at)),
@@ -111,7 +131,12 @@ impl Profile {
     }
 
     /// This profile's limit in W at `at`, if it has one then.
-    fn limit_w(&self, at: DateTime<Utc>, tx_start: Option<DateTime<Utc>>, kind: PowerKind) -> Option<f64> {
+    fn limit_w(
+        &self,
+        at: DateTime<Utc>,
+        tx_start: Option<DateTime<Utc>>,
+        kind: PowerKind,
+    ) -> Option<f64> {
         if self.valid_from.is_some_and(|f| at < f) || self.valid_to.is_some_and(|t| at >= t) {
             return None;
         }
@@ -120,11 +145,20 @@ impl Profile {
             return None;
         }
         let &(_, limit, phases) = self.periods.iter().rev().find(|p| p.0 <= elapsed)?;
-        Some(if self.unit_amps { kind.power_w(limit, phases) } else { limit })
+        Some(if self.unit_amps {
+            kind.power_w(limit, phases)
+        } else {
+            limit
+        })
     }
 
     /// Instants in `[from, to)` at which this profile's limit may change.
-    fn breakpoints(&self, from: DateTime<Utc>, to: DateTime<Utc>, tx_start: Option<DateTime<Utc>>) -> Vec<DateTime<Utc>> {
+    fn breakpoints(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        tx_start: Option<DateTime<Utc>>,
+    ) -> Vec<DateTime<Utc>> {
         let mut starts = Vec::new();
         match self.kind {
             Kind::Recurring(period) => {
@@ -137,7 +171,8 @@ impl Profile {
             }
             _ => starts.extend(self.schedule_start(from, tx_start)),
         }
-        let mut out: Vec<DateTime<Utc>> = self.valid_from.into_iter().chain(self.valid_to).collect();
+        let mut out: Vec<DateTime<Utc>> =
+            self.valid_from.into_iter().chain(self.valid_to).collect();
         for s in starts {
             out.extend(self.periods.iter().map(|p| s + Duration::seconds(p.0)));
             out.extend(self.duration_s.map(|d| s + Duration::seconds(d)));
@@ -168,14 +203,23 @@ impl Profiles {
     /// and stack level, is replaced (OCPP 1.6 §3.13.2).
     pub fn set(&mut self, p: Profile) {
         self.list.retain(|q| {
-            q.id != p.id && !(q.connector_id == p.connector_id && q.purpose == p.purpose && q.stack_level == p.stack_level)
+            q.id != p.id
+                && !(q.connector_id == p.connector_id
+                    && q.purpose == p.purpose
+                    && q.stack_level == p.stack_level)
         });
         self.list.push(p);
     }
 
     /// ClearChargingProfile: removes the profiles matching every given criterion.
     /// Returns whether anything was removed.
-    pub fn clear(&mut self, id: Option<i64>, connector: Option<u32>, purpose: Option<Purpose>, stack: Option<i64>) -> bool {
+    pub fn clear(
+        &mut self,
+        id: Option<i64>,
+        connector: Option<u32>,
+        purpose: Option<Purpose>,
+        stack: Option<i64>,
+    ) -> bool {
         let before = self.list.len();
         self.list.retain(|p| {
             let matches = id.is_none_or(|i| p.id == i)
@@ -189,11 +233,19 @@ impl Profiles {
 
     /// A TxProfile lives only as long as its transaction.
     pub fn end_transaction(&mut self, connector: u32) {
-        self.list.retain(|p| !(p.purpose == Purpose::Tx && p.connector_id == connector));
+        self.list
+            .retain(|p| !(p.purpose == Purpose::Tx && p.connector_id == connector));
     }
 
     /// The power limit (W) on `connector` at `at`.
-    pub fn limit_w(&self, connector: u32, at: DateTime<Utc>, tx: Option<TxContext>, kind: PowerKind, hw_max: f64) -> f64 {
+    pub fn limit_w(
+        &self,
+        connector: u32,
+        at: DateTime<Utc>,
+        tx: Option<TxContext>,
+        kind: PowerKind,
+        hw_max: f64,
+    ) -> f64 {
         let tx_start = tx.map(|t| t.start);
         let best = |purpose: Purpose, connectors: &[u32]| -> Option<f64> {
             self.list
@@ -201,9 +253,14 @@ impl Profiles {
                 .filter(|p| p.purpose == purpose && connectors.contains(&p.connector_id))
                 .filter(|p| {
                     purpose != Purpose::Tx
-                        || tx.is_some_and(|t| p.transaction_id.is_none() || p.transaction_id == t.transaction_id)
+                        || tx.is_some_and(|t| {
+                            p.transaction_id.is_none() || p.transaction_id == t.transaction_id
+                        })
                 })
-                .filter_map(|p| p.limit_w(at, tx_start, kind).map(|l| (p.stack_level, p.connector_id, l)))
+                .filter_map(|p| {
+                    p.limit_w(at, tx_start, kind)
+                        .map(|l| (p.stack_level, p.connector_id, l))
+                })
                 // Highest stack level wins; a connector's own profile beats connector 0's.
                 .max_by_key(|(stack, conn, _)| (*stack, *conn))
                 .map(|(_, _, l)| l)
@@ -212,7 +269,9 @@ impl Profiles {
         if let Some(l) = best(Purpose::ChargePointMax, &[0]) {
             limit = limit.min(l);
         }
-        if let Some(l) = best(Purpose::Tx, &[connector]).or_else(|| best(Purpose::TxDefault, &[0, connector])) {
+        if let Some(l) =
+            best(Purpose::Tx, &[connector]).or_else(|| best(Purpose::TxDefault, &[0, connector]))
+        {
             limit = limit.min(l);
         }
         limit.max(0.0)
@@ -261,7 +320,10 @@ impl Profiles {
 mod tests {
     use super::*;
 
-    const AC: PowerKind = PowerKind::Ac { phases: 3, voltage: 230.0 };
+    const AC: PowerKind = PowerKind::Ac {
+        phases: 3,
+        voltage: 230.0,
+    };
 
     fn profile(id: i64, purpose: &str, stack: i64, unit: &str, periods: Value) -> Value {
         json!({
@@ -274,14 +336,56 @@ mod tests {
     #[test]
     fn a_tx_default_profile_limits_and_a_tx_profile_overrides_it() {
         let now = Utc::now();
-        let tx = Some(TxContext { transaction_id: Some(7), start: now });
+        let tx = Some(TxContext {
+            transaction_id: Some(7),
+            start: now,
+        });
         let mut ps = Profiles::default();
-        ps.set(Profile::parse(0, &profile(1, "TxDefaultProfile", 0, "A", json!([{"startPeriod":0,"limit":16}]))).unwrap());
+        ps.set(
+            Profile::parse(
+                0,
+                &profile(
+                    1,
+                    "TxDefaultProfile",
+                    0,
+                    "A",
+                    json!([{"startPeriod":0,"limit":16}]),
+                ),
+            )
+            .unwrap(),
+        );
         assert_eq!(ps.limit_w(1, now, tx, AC, 22_000.0), 11_040.0);
-        ps.set(Profile::parse(1, &profile(2, "TxProfile", 1, "W", json!([{"startPeriod":0,"limit":20000},{"startPeriod":600,"limit":5000}]))).unwrap());
+        ps.set(
+            Profile::parse(
+                1,
+                &profile(
+                    2,
+                    "TxProfile",
+                    1,
+                    "W",
+                    json!([{"startPeriod":0,"limit":20000},{"startPeriod":600,"limit":5000}]),
+                ),
+            )
+            .unwrap(),
+        );
         assert_eq!(ps.limit_w(1, now, tx, AC, 22_000.0), 20_000.0);
-        assert_eq!(ps.limit_w(1, now + Duration::seconds(700), tx, AC, 22_000.0), 5_000.0);
-        ps.set(Profile::parse(0, &profile(3, "ChargePointMaxProfile", 0, "W", json!([{"startPeriod":0,"limit":15000}]))).unwrap());
+        assert_eq!(
+            ps.limit_w(1, now + Duration::seconds(700), tx, AC, 22_000.0),
+            5_000.0
+        );
+        ps.set(
+            Profile::parse(
+                0,
+                &profile(
+                    3,
+                    "ChargePointMaxProfile",
+                    0,
+                    "W",
+                    json!([{"startPeriod":0,"limit":15000}]),
+                ),
+            )
+            .unwrap(),
+        );
         assert_eq!(ps.limit_w(1, now, tx, AC, 22_000.0), 15_000.0);
         let c = ps.composite(1, now, 1200, tx, AC, 22_000.0, false);
         let periods = c["chargingSchedulePeriod"].as_array().unwrap();

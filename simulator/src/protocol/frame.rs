@@ -11,8 +11,15 @@ use super::error_code;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
-    Call { id: String, action: String, payload: Value },
-    CallResult { id: String, payload: Value },
+    Call {
+        id: String,
+        action: String,
+        payload: Value,
+    },
+    CallResult {
+        id: String,
+        payload: Value,
+    },
     CallError(CallError),
 }
 
@@ -42,11 +49,18 @@ impl FrameError {
 
 impl Frame {
     pub fn call(id: impl Into<String>, action: impl Into<String>, payload: Value) -> Self {
-        Frame::Call { id: id.into(), action: action.into(), payload }
+        Frame::Call {
+            id: id.into(),
+            action: action.into(),
+            payload,
+        }
     }
 
     pub fn result(id: impl Into<String>, payload: Value) -> Self {
-        Frame::CallResult { id: id.into(), payload }
+        Frame::CallResult {
+            id: id.into(),
+            payload,
+        }
     }
 
     pub fn error(id: impl Into<String>, code: &str, description: impl Into<String>) -> Self {
@@ -67,7 +81,11 @@ impl Frame {
 
     pub fn to_text(&self) -> String {
         let v = match self {
-            Frame::Call { id, action, payload } => json!([2, id, action, payload]),
+            Frame::Call {
+                id,
+                action,
+                payload,
+            } => json!([2, id, action, payload]),
             Frame::CallResult { id, payload } => json!([3, id, payload]),
             Frame::CallError(e) => json!([4, e.id, e.code, e.description, e.details]),
         };
@@ -83,7 +101,11 @@ impl Frame {
         let value: Value = serde_json::from_str(text)
             .map_err(|_| bad(None, error_code::FORMATION_VIOLATION, "not JSON"))?;
         let Value::Array(items) = value else {
-            return Err(bad(None, error_code::FORMATION_VIOLATION, "not a JSON array"));
+            return Err(bad(
+                None,
+                error_code::FORMATION_VIOLATION,
+                "not a JSON array",
+            ));
         };
         let type_id = items
             .first()
@@ -101,18 +123,35 @@ impl Frame {
                     .get(2)
                     .and_then(Value::as_str)
                     .ok_or_else(|| incomplete("CALL without action"))?;
-                let payload = items.get(3).cloned().ok_or_else(|| incomplete("CALL without payload"))?;
+                let payload = items
+                    .get(3)
+                    .cloned()
+                    .ok_or_else(|| incomplete("CALL without payload"))?;
                 if !payload.is_object() {
-                    return Err(bad(Some(id), error_code::FORMATION_VIOLATION, "payload is not an object"));
+                    return Err(bad(
+                        Some(id),
+                        error_code::FORMATION_VIOLATION,
+                        "payload is not an object",
+                    ));
                 }
-                Ok(Frame::Call { id, action: action.to_string(), payload })
+                Ok(Frame::Call {
+                    id,
+                    action: action.to_string(),
+                    payload,
+                })
             }
             3 => {
-                let payload = items.get(2).cloned().ok_or_else(|| incomplete("CALLRESULT without payload"))?;
+                let payload = items
+                    .get(2)
+                    .cloned()
+                    .ok_or_else(|| incomplete("CALLRESULT without payload"))?;
                 Ok(Frame::CallResult { id, payload })
             }
             4 => {
-                let code = items.get(2).and_then(Value::as_str).unwrap_or(error_code::GENERIC_ERROR);
+                let code = items
+                    .get(2)
+                    .and_then(Value::as_str)
+                    .unwrap_or(error_code::GENERIC_ERROR);
                 let description = items.get(3).and_then(Value::as_str).unwrap_or("");
                 let details = items.get(4).cloned().unwrap_or_else(|| json!({}));
                 Ok(Frame::CallError(CallError {
@@ -122,7 +161,11 @@ impl Frame {
                     details,
                 }))
             }
-            _ => Err(bad(Some(id), error_code::NOT_SUPPORTED, "unknown MessageTypeId")),
+            _ => Err(bad(
+                Some(id),
+                error_code::NOT_SUPPORTED,
+                "unknown MessageTypeId",
+            )),
         }
     }
 }
@@ -144,7 +187,8 @@ mod tests {
             Frame::parse(r#"[3,"7",{"currentTime":"x"}]"#).unwrap(),
             Frame::result("7", json!({"currentTime":"x"}))
         );
-        let Frame::CallError(e) = Frame::parse(r#"[4,"8","NotImplemented","no",{}]"#).unwrap() else {
+        let Frame::CallError(e) = Frame::parse(r#"[4,"8","NotImplemented","no",{}]"#).unwrap()
+        else {
             panic!()
         };
         assert_eq!((e.id.as_str(), e.code.as_str()), ("8", "NotImplemented"));

@@ -45,9 +45,15 @@ mod tests {
 
     #[test]
     fn timestamps_have_milliseconds_and_z() {
-        let t = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap() + chrono::Duration::nanoseconds(678_912_345);
+        let t = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap()
+            + chrono::Duration::nanoseconds(678_912_345);
         assert_eq!(timestamp(t), "2026-01-02T03:04:05.678Z");
-        assert_eq!(parse_timestamp("2026-01-02T03:04:05.678Z").unwrap().timestamp_subsec_millis(), 678);
+        assert_eq!(
+            parse_timestamp("2026-01-02T03:04:05.678Z")
+                .unwrap()
+                .timestamp_subsec_millis(),
+            678
+        );
         assert!(parse_timestamp("2026-01-02T03:04:05").is_some());
     }
 }

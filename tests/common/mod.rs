@@ -1,0 +1,367 @@
+//! What the end-to-end tests share: a real server on port 0 backed by a real
+//! SQLite file or a real PostgreSQL database, and a test charger that speaks
+//! OCPP-J over a real WebSocket.
+#![allow(dead_code)]
+
+use csms::app::Application;
+use csms::config::Config;
+use csms::state::AppState;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs the same test body on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::common::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if $crate::common::postgres_url().is_none() { return; }
+                super::$name($crate::common::Backend::Postgres).await
+            })*
+        }
+    };
+}
+
+/// The PostgreSQL server tests may use, from `CSMS_TEST_POSTGRES_URL`. When it
+/// is unset, PostgreSQL tests are skipped, and say so on stderr (written past
+/// the test harness's capture, so it shows in every run).
+pub fn postgres_url() -> Option<String> {
+    let url = std::env::var("CSMS_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    if url.is_none() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED (PostgreSQL): CSMS_TEST_POSTGRES_URL is unset"
+        );
+    }
+    url
+}
+
+/// A fresh, empty database for one test.
+pub struct TestDatabase {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    pub async fn new(backend: Backend) -> TestDatabase {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("csms.db").display());
+                TestDatabase {
+                    url,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres => {
+                use sqlx::Connection;
+                let admin_url =
+                    postgres_url().expect("PostgreSQL tests need CSMS_TEST_POSTGRES_URL");
+                let name = format!("csms_test_{}", uuid::Uuid::new_v4().simple());
+                let mut admin = sqlx::PgConnection::connect(&admin_url)
+                    .await
+                    .expect("connect to PostgreSQL");
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create test database");
+                let (base, _) = admin_url.rsplit_once('/').expect("URL has a database path");
+                TestDatabase {
+                    url: format!("{base}/{name}"),
+                    _dir: None,
+                }
+            }
+        }
+    }
+}
+
+pub struct TestServer {
+    pub port: u16,
+    pub state: AppState,
+    pub db: TestDatabase,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> TestServer {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let db = TestDatabase::new(backend).await;
+        Self::start_on(db, adjust).await
+    }
+
+    pub async fn start_on(db: TestDatabase, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = Config::for_tests(db.url.clone());
+        adjust(&mut config);
+        let app = Application::build(config).await.expect("server builds");
+        let port = app.port();
+        let state = app.state().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            port,
+            state,
+            db,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn ws_url(&self, identity: &str) -> String {
+        format!("ws://127.0.0.1:{}/ocpp/{}", self.port, identity)
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// A charger that has connected and booted (and so is Accepted).
+    pub async fn booted_charger(&self, identity: &str) -> TestCharger {
+        let mut charger = TestCharger::connect(&self.ws_url(identity)).await;
+        let answer = charger.boot().await;
+        assert_eq!(answer["status"], "Accepted");
+        charger
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) -> TestDatabase {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("server task")
+                .expect("server stops cleanly");
+        }
+        self.db
+    }
+
+    /// Adds a user with an idTag, so the tag authorizes as Accepted.
+    pub async fn user_with_tag(&self, user_id: &str, id_tag: &str) {
+        let now = chrono::Utc::now();
+        self.state
+            .store
+            .upsert_user(&csms::store::UserRecord {
+                id: user_id.into(),
+                email: Some(format!("{user_id}@example.com")),
+                name: user_id.into(),
+                role: "driver".into(),
+                password_hash: None,
+                created_at: now,
+            })
+            .await
+            .unwrap();
+        self.id_tag(id_tag, Some(user_id), "Accepted", None).await;
+    }
+
+    pub async fn id_tag(
+        &self,
+        id_tag: &str,
+        user: Option<&str>,
+        status: &str,
+        expiry: Option<chrono::DateTime<chrono::Utc>>,
+    ) {
+        self.state
+            .store
+            .upsert_id_tag(&csms::store::IdTagRecord {
+                id_tag: id_tag.into(),
+                user_id: user.map(str::to_owned),
+                status: status.into(),
+                expiry_date: expiry,
+                parent_id_tag: None,
+                created_at: chrono::Utc::now(),
+            })
+            .await
+            .unwrap();
+    }
+}
+
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A minimal charger: sends frames, reads frames, nothing automatic.
+pub struct TestCharger {
+    pub socket: Socket,
+    next_id: u64,
+}
+
+pub struct ConnectOptions<'a> {
+    pub protocols: Option<&'a str>,
+    pub basic_auth: Option<(&'a str, &'a str)>,
+}
+
+impl Default for ConnectOptions<'_> {
+    fn default() -> Self {
+        ConnectOptions {
+            protocols: Some("ocpp1.6"),
+            basic_auth: None,
+        }
+    }
+}
+
+pub async fn try_connect(
+    url: &str,
+    options: ConnectOptions<'_>,
+) -> Result<(Socket, Option<String>), tokio_tungstenite::tungstenite::Error> {
+    use base64::Engine;
+    let mut request = url.into_client_request()?;
+    if let Some(protocols) = options.protocols {
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_str(protocols).unwrap(),
+        );
+    }
+    if let Some((user, password)) = options.basic_auth {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        request.headers_mut().insert(
+            "Authorization",
+            HeaderValue::from_str(&format!("Basic {token}")).unwrap(),
+        );
+    }
+    let (socket, response) = tokio_tungstenite::connect_async(request).await?;
+    let protocol = response
+        .headers()
+        .get("Sec-WebSocket-Protocol")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Ok((socket, protocol))
+}
+
+/// The HTTP status of a refused handshake.
+pub fn refused_status(error: tokio_tungstenite::tungstenite::Error) -> u16 {
+    match error {
+        tokio_tungstenite::tungstenite::Error::Http(response) => response.status().as_u16(),
+        other => panic!("expected an HTTP refusal, got {other:?}"),
+    }
+}
+
+impl TestCharger {
+    pub async fn connect(url: &str) -> TestCharger {
+        Self::connect_with(url, ConnectOptions::default()).await
+    }
+
+    pub async fn connect_with(url: &str, options: ConnectOptions<'_>) -> TestCharger {
+        let (socket, _) = try_connect(url, options).await.expect("charger connects");
+        TestCharger { socket, next_id: 1 }
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.socket
+            .send(Message::text(text.to_owned()))
+            .await
+            .expect("send frame");
+    }
+
+    /// The next OCPP-J frame (text), skipping control frames.
+    pub async fn next_frame(&mut self) -> Value {
+        self.try_next_frame(Duration::from_secs(10))
+            .await
+            .expect("a frame arrives in time")
+    }
+
+    pub async fn try_next_frame(&mut self, within: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.socket.next())
+                .await
+                .ok()??;
+            match message {
+                Ok(Message::Text(text)) => {
+                    return Some(serde_json::from_str(&text).expect("server sends JSON"))
+                }
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    /// Sends a CALL and returns the whole answer frame.
+    pub async fn call_frame(&mut self, action: &str, payload: Value) -> Value {
+        let id = format!("m{}", self.next_id);
+        self.next_id += 1;
+        self.send_text(&json!([2, id, action, payload]).to_string())
+            .await;
+        let frame = self.next_frame().await;
+        assert_eq!(frame[1], id, "answer to our CALL: {frame}");
+        frame
+    }
+
+    /// Sends a CALL and returns the CALLRESULT payload (fails on a CALLERROR).
+    pub async fn call(&mut self, action: &str, payload: Value) -> Value {
+        let frame = self.call_frame(action, payload).await;
+        assert_eq!(frame[0], 3, "expected CALLRESULT, got {frame}");
+        frame[2].clone()
+    }
+
+    /// Sends a raw frame and returns the CALLERROR code of the answer.
+    pub async fn error_code_for(&mut self, text: &str) -> String {
+        self.send_text(text).await;
+        let frame = self.next_frame().await;
+        assert_eq!(frame[0], 4, "expected CALLERROR for {text}, got {frame}");
+        assert!(frame[4].is_object(), "errorDetails is an object: {frame}");
+        frame[2].as_str().unwrap().to_owned()
+    }
+
+    pub async fn boot(&mut self) -> Value {
+        self.call(
+            "BootNotification",
+            json!({"chargePointVendor": "TestVendor", "chargePointModel": "TestModel",
+            "chargePointSerialNumber": "SN-1", "firmwareVersion": "1.0.0"}),
+        )
+        .await
+    }
+
+    /// Waits for a CALL from the server: (message id, action, payload).
+    pub async fn expect_call(&mut self) -> (String, String, Value) {
+        let frame = self.next_frame().await;
+        assert_eq!(frame[0], 2, "expected a CALL from the server, got {frame}");
+        (
+            frame[1].as_str().unwrap().to_owned(),
+            frame[2].as_str().unwrap().to_owned(),
+            frame[3].clone(),
+        )
+    }
+
+    pub async fn reply(&mut self, message_id: &str, payload: Value) {
+        self.send_text(&json!([3, message_id, payload]).to_string())
+            .await;
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.socket.close(None).await;
+    }
+}
+
+pub fn meter_sample(timestamp: &str, wh: f64, soc: Option<f64>) -> Value {
+    let mut sampled = vec![
+        json!({"value": format!("{wh}"), "measurand": "Energy.Active.Import.Register", "unit": "Wh", "context": "Sample.Periodic"}),
+    ];
+    if let Some(soc) = soc {
+        sampled.push(json!({"value": format!("{soc}"), "measurand": "SoC", "unit": "Percent", "context": "Sample.Periodic"}));
+    }
+    json!({"timestamp": timestamp, "sampledValue": sampled})
+}
