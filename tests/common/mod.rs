@@ -209,6 +209,13 @@ pub struct TestCharger {
     next_id: u64,
 }
 
+impl TestCharger {
+    /// Wraps a socket opened some other way (over TLS, say).
+    pub fn from_socket(socket: Socket) -> TestCharger {
+        TestCharger { socket, next_id: 1 }
+    }
+}
+
 pub struct ConnectOptions<'a> {
     pub protocols: Option<&'a str>,
     pub basic_auth: Option<(&'a str, &'a str)>,
