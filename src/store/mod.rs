@@ -63,6 +63,8 @@ pub trait Store: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> Result<RegistrationStatus>;
     async fn record_heartbeat(&self, id: &str, at: DateTime<Utc>) -> Result<()>;
+    /// Notes that the charger was heard from (or left) at `at`.
+    async fn record_seen(&self, id: &str, at: DateTime<Utc>) -> Result<()>;
     /// Keeps a connector's latest status. A connector shown Available while a
     /// transaction is still open on it closes that transaction; the ids of
     /// the closed ones are returned.

@@ -250,6 +250,10 @@ macro_rules! sql_store {
                             .await?;
                         WriteOut::Done
                     }
+                    WriteOp::Seen { id, at } => {
+                        sqlx::query("UPDATE chargers SET last_seen_at = $1 WHERE id = $2").bind(at).bind(id).execute(&mut *c).await?;
+                        WriteOut::Done
+                    }
                     WriteOp::Status(status) => WriteOut::Closed(Self::status(c, status).await?),
                     WriteOp::Start(tx) => WriteOut::Started(Self::start(c, tx).await?),
                     WriteOp::Meter(batch) => {
@@ -795,6 +799,10 @@ macro_rules! sql_store {
 
             async fn record_heartbeat(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
                 self.write(WriteOp::Heartbeat { id: id.to_owned(), at }).await.map(|_| ())
+            }
+
+            async fn record_seen(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
+                self.write(WriteOp::Seen { id: id.to_owned(), at }).await.map(|_| ())
             }
 
             async fn record_status(&self, status: ConnectorStatus) -> Result<Vec<i64>> {

@@ -56,10 +56,44 @@ pub fn postgres_url() -> Option<String> {
     url
 }
 
-/// A fresh, empty database for one test.
+/// A fresh, empty database for one test; a PostgreSQL one is dropped again
+/// when the test is done with it.
 pub struct TestDatabase {
     pub url: String,
     _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((_, name)) = self
+            .url
+            .rsplit_once('/')
+            .filter(|_| self.url.starts_with("postgres"))
+        else {
+            return;
+        };
+        let (name, admin_url) = (
+            name.to_owned(),
+            std::env::var("CSMS_TEST_POSTGRES_URL").unwrap_or_default(),
+        );
+        // Drop runs inside the test's runtime; a thread with its own runtime
+        // may block on the statement.
+        let _ = std::thread::spawn(move || {
+            use sqlx::Connection;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let mut admin = sqlx::PgConnection::connect(&admin_url).await.ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
 }
 
 impl TestDatabase {
