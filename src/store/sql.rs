@@ -30,6 +30,10 @@ enum WriteOp {
         id: String,
         at: DateTime<Utc>,
     },
+    Seen {
+        id: String,
+        at: DateTime<Utc>,
+    },
     Status(ConnectorStatus),
     Start(NewTransaction),
     Meter(MeterBatch),
