@@ -38,11 +38,15 @@ impl Application {
         listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
         let (stop, shutdown) = watch::channel(false);
+        let config = Arc::new(config);
+        let registry = Registry::default();
+        let engine = crate::engine::Engine::new(store.clone(), registry.clone(), config.clone());
         let state = AppState {
             connection_slots: Arc::new(Semaphore::new(config.max_chargers)),
-            config: Arc::new(config),
+            config,
             store,
-            registry: Registry::default(),
+            registry,
+            engine,
             jwt: Arc::new(jwt),
             handshake_failures: Arc::new(FailureLimiter::new(10, Duration::from_secs(60))),
             shutdown,
@@ -99,6 +103,12 @@ impl Application {
         };
         tracing::info!(%local_addr, scheme, database = state.store.backend(), "csms listening");
 
+        let sweeper = tokio::spawn(
+            state
+                .engine
+                .clone()
+                .sweep_remote_starts(Duration::from_secs(2)),
+        );
         let handle = axum_server::Handle::new();
         let stopper = {
             let handle = handle.clone();
@@ -135,6 +145,7 @@ impl Application {
             }
         }
         let _ = stopper.await;
+        sweeper.abort();
         state.store.flush().await.context("flushing the store")?;
         tracing::info!("stopped");
         Ok(())

@@ -75,6 +75,26 @@ pub struct Config {
     #[arg(long, env = "CSMS_WS_READ_BUFFER", default_value_t = 4096, value_parser = |v: &str| parse_bytes(v, 256, 1 << 20))]
     pub ws_read_buffer: usize,
 
+    /// Price per kWh of sessions at stations without a tariff of their own.
+    #[arg(long, env = "CSMS_DEFAULT_PRICE_PER_KWH", default_value = "165", value_parser = parse_price)]
+    pub default_price_micros: i64,
+
+    /// Currency of the default price.
+    #[arg(long, env = "CSMS_DEFAULT_CURRENCY", default_value = "NGN", value_parser = parse_currency_arg)]
+    pub default_currency: String,
+
+    /// How long a remote start may take to become a transaction before its session is cancelled.
+    #[arg(long, env = "CSMS_REMOTE_START_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
+    pub remote_start_timeout: Duration,
+
+    /// How long ending an OCPP session waits for the charger's StopTransaction before answering 202.
+    #[arg(long, env = "CSMS_STOP_WAIT", default_value = "5s", value_parser = parse_duration)]
+    pub stop_wait: Duration,
+
+    /// Lifetime of tokens issued at login and registration.
+    #[arg(long, env = "CSMS_TOKEN_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub token_ttl: Duration,
+
     /// Most simultaneous charger connections.
     #[arg(long, env = "CSMS_MAX_CHARGERS", default_value_t = 100_000)]
     pub max_chargers: usize,
@@ -102,6 +122,18 @@ impl Config {
         config.tls_key = None;
         config
     }
+}
+
+fn parse_price(text: &str) -> Result<i64, String> {
+    crate::engine::money::parse_price_micros(&serde_json::Value::String(text.to_owned()))
+        .ok_or_else(|| {
+            format!("{text:?} is not a price (a non-negative decimal with at most 6 decimals)")
+        })
+}
+
+fn parse_currency_arg(text: &str) -> Result<String, String> {
+    crate::engine::money::parse_currency(text)
+        .ok_or_else(|| format!("{text:?} is not a three-letter currency code"))
 }
 
 /// A byte count within `min..=max`.

@@ -8,6 +8,8 @@ pub mod api;
 pub mod app;
 pub mod charger;
 pub mod config;
+pub mod engine;
 pub mod ocpp;
+pub mod payments;
 pub mod state;
 pub mod store;

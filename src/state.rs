@@ -12,6 +12,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: SharedStore,
     pub registry: Registry,
+    pub engine: crate::engine::Engine,
     pub jwt: Arc<crate::api::auth::JwtKeys>,
     /// Failed charger handshakes per identity and per address.
     pub handshake_failures: Arc<FailureLimiter>,

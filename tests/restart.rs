@@ -59,6 +59,7 @@ async fn nothing_answered_is_lost_when_the_server_is_killed(backend: Backend) {
             name: "Driver".into(),
             role: "driver".into(),
             password_hash: None,
+            battery_capacity_wh: None,
             created_at: chrono::Utc::now(),
         })
         .await

@@ -97,3 +97,158 @@ mod tests {
             .is_err());
     }
 }
+
+pub mod routes {
+    //! `POST /api/auth/register`, `POST /api/auth/login`, `GET /api/auth/me`.
+
+    use crate::api::error::{ok, ApiError, ApiResult};
+    use crate::api::extract::{AuthUser, Body};
+    use crate::state::AppState;
+    use crate::store::UserRecord;
+    use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+    use argon2::Argon2;
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    use axum::routing::{get, post};
+    use axum::{Json, Router};
+    use serde_json::{json, Value};
+
+    pub fn router() -> Router<AppState> {
+        Router::new()
+            .route("/api/auth/register", post(register))
+            .route("/api/auth/login", post(login))
+            .route("/api/auth/me", get(me))
+    }
+
+    pub fn user_json(u: &UserRecord) -> Value {
+        json!({
+            "id": u.id, "email": u.email, "name": u.name, "role": u.role,
+            "batteryCapacity": u.battery_capacity_wh.map(|wh| wh as f64 / 1000.0),
+            "createdAt": crate::ocpp::time::format_ms(u.created_at),
+        })
+    }
+
+    fn valid_email(email: &str) -> bool {
+        let Some((local, domain)) = email.split_once('@') else {
+            return false;
+        };
+        !local.is_empty()
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && email.len() <= 254
+            && !email.contains(char::is_whitespace)
+    }
+
+    /// Argon2id with a random salt; run off the async threads (it is slow on purpose).
+    async fn hash_password(password: String) -> anyhow::Result<String> {
+        tokio::task::spawn_blocking(move || {
+            let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+            Argon2::default()
+                .hash_password(password.as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .map_err(|e| anyhow::anyhow!("hashing: {e}"))
+        })
+        .await?
+    }
+
+    async fn verify_password(password: String, hash: String) -> bool {
+        tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash)
+                .map(|parsed| {
+                    Argon2::default()
+                        .verify_password(password.as_bytes(), &parsed)
+                        .is_ok()
+                })
+                .unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    async fn register(
+        State(state): State<AppState>,
+        Body(body): Body,
+    ) -> ApiResult<(StatusCode, Json<Value>)> {
+        let email = body.string("email")?.to_lowercase();
+        let password = body.string("password")?;
+        let name = body.string("name")?;
+        if !valid_email(&email) {
+            return Err(ApiError::invalid("email", "email is not a valid address"));
+        }
+        if password.chars().count() < 8 || password.len() > 1024 {
+            return Err(ApiError::invalid(
+                "password",
+                "password must be at least 8 characters",
+            ));
+        }
+        if name.chars().count() > 100 {
+            return Err(ApiError::invalid(
+                "name",
+                "name must be at most 100 characters",
+            ));
+        }
+        if state.store.user_by_email(&email).await?.is_some() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "EMAIL_TAKEN",
+                "An account with this email already exists",
+            ));
+        }
+        let user = UserRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            email: Some(email),
+            name,
+            role: "driver".into(),
+            password_hash: Some(hash_password(password).await?),
+            battery_capacity_wh: None,
+            created_at: crate::ocpp::time::now_ms(),
+        };
+        state.store.upsert_user(&user).await.map_err(|e| {
+            // Two registrations racing for one email: the unique index decides.
+            if format!("{e:#}").to_lowercase().contains("unique") {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "EMAIL_TAKEN",
+                    "An account with this email already exists",
+                )
+            } else {
+                ApiError::internal(e)
+            }
+        })?;
+        let token = state
+            .jwt
+            .issue(&user.id, &user.role, state.config.token_ttl)?;
+        Ok((
+            StatusCode::CREATED,
+            ok(json!({ "token": token, "user": user_json(&user) })),
+        ))
+    }
+
+    async fn login(State(state): State<AppState>, Body(body): Body) -> ApiResult<Json<Value>> {
+        let email = body.string("email")?.to_lowercase();
+        let password = body.string("password")?;
+        let invalid = || ApiError::unauthorized("INVALID_CREDENTIALS", "Invalid email or password");
+        let user = state
+            .store
+            .user_by_email(&email)
+            .await?
+            .ok_or_else(invalid)?;
+        let hash = user.password_hash.clone().ok_or_else(invalid)?;
+        if !verify_password(password, hash).await {
+            return Err(invalid());
+        }
+        let token = state
+            .jwt
+            .issue(&user.id, &user.role, state.config.token_ttl)?;
+        Ok(ok(json!({ "token": token, "user": user_json(&user) })))
+    }
+
+    async fn me(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Value>> {
+        let stored = state.store.user(&user.id).await?;
+        Ok(ok(match stored {
+            Some(u) => user_json(&u),
+            None => json!({ "id": user.id, "role": user.role }),
+        }))
+    }
+}

@@ -1,7 +1,11 @@
 //! The HTTP side: health, and (as it grows) the driver and operator REST API.
 //! Each resource module exposes a `router()`; [`router`] merges them.
 
+pub mod admin;
 pub mod auth;
+pub mod charging;
+pub mod error;
+pub mod extract;
 
 use crate::state::AppState;
 use axum::extract::State;
@@ -11,7 +15,16 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/health", get(health))
+    Router::new()
+        .route("/health", get(health))
+        .merge(auth::routes::router())
+        .merge(charging::router())
+        .merge(admin::router())
+        .fallback(not_found)
+}
+
+async fn not_found() -> error::ApiError {
+    error::ApiError::not_found("No such endpoint")
 }
 
 /// 200 once the database answers (migrations ran before the listener opened).

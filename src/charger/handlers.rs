@@ -223,6 +223,10 @@ impl ChargerContext {
                     .unwrap_or("Invalid")
                     .to_owned(),
                 received_at: now_ms(),
+                default_tariff: crate::store::Tariff {
+                    price_micros: self.state.config.default_price_micros,
+                    currency: self.state.config.default_currency.clone(),
+                },
             })
             .await
             .map_err(internal)?;

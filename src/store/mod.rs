@@ -92,6 +92,33 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     async fn anomalies(&self, charger_id: Option<&str>, limit: i64) -> Result<Vec<Anomaly>>;
 
+    async fn station(&self, id: &str) -> Result<Option<StationRecord>>;
+    async fn stations(&self) -> Result<Vec<StationRecord>>;
+    /// Creates or updates a station (its `created_at` is kept); returns it as stored.
+    async fn upsert_station(&self, station: &StationRecord) -> Result<StationRecord>;
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>>;
+    async fn users(&self) -> Result<Vec<UserRecord>>;
+    /// Makes sure a user row exists for a token's subject (tokens are trusted
+    /// by signature, so a subject may not be stored yet).
+    async fn ensure_user(&self, id: &str) -> Result<()>;
+    async fn id_tags_of_user(&self, user_id: &str) -> Result<Vec<IdTagRecord>>;
+
+    /// Creates a session unless its driver or its connector already has an
+    /// active one (checked and inserted in one write).
+    async fn create_session(
+        &self,
+        session: SessionRecord,
+    ) -> Result<std::result::Result<(), SessionConflict>>;
+    /// Saves a session's changing fields if it is still active; false when it
+    /// was not (it completed or was cancelled meanwhile).
+    async fn save_session(&self, session: SessionRecord) -> Result<bool>;
+    async fn session(&self, id: &str) -> Result<Option<SessionRecord>>;
+    async fn active_session(&self, user_id: &str) -> Result<Option<SessionRecord>>;
+    /// A driver's sessions, newest first.
+    async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>>;
+    async fn active_sessions(&self) -> Result<Vec<SessionRecord>>;
+
     /// Queues a frame for the message log without waiting for it: the log
     /// must never slow a charger down. [`Store::flush`] waits for it.
     fn log_message(&self, entry: NewLogEntry);

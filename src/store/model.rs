@@ -91,10 +91,13 @@ pub struct UserRecord {
     pub role: String,
     #[serde(skip)]
     pub password_hash: Option<String>,
+    /// The driver's battery, for estimating energy from a battery rise;
+    /// `None` is the 60 kWh default.
+    pub battery_capacity_wh: Option<i64>,
     pub created_at: DateTime<Utc>,
 }
 
-/// An RFC-style identifier (RFID card, app token) a charger authorizes with.
+/// An RFID-style identifier (RFID card, app token) a charger authorizes with.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IdTagRecord {
@@ -121,6 +124,8 @@ pub struct NewTransaction {
     /// store turns Accepted into ConcurrentTx when the tag is busy elsewhere.
     pub id_tag_status: String,
     pub received_at: DateTime<Utc>,
+    /// Prices a session the transaction starts when its station has no tariff.
+    pub default_tariff: Tariff,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -284,4 +289,73 @@ pub struct NewLogEntry {
     pub action: Option<String>,
     pub payload: String,
     pub logged_at: DateTime<Utc>,
+}
+
+/// A charging station as drivers see it: name and tariff. A station whose id
+/// is also a charger identity is that OCPP charger.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StationRecord {
+    pub id: String,
+    pub name: String,
+    /// Price per kWh in millionths of the currency's major unit.
+    pub price_micros: i64,
+    pub currency: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The tariff a session is priced with, fixed when it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tariff {
+    pub price_micros: i64,
+    pub currency: String,
+}
+
+pub const SESSION_ACTIVE: &str = "active";
+pub const SESSION_COMPLETED: &str = "completed";
+pub const SESSION_CANCELLED: &str = "cancelled";
+
+/// One charging session, whichever source feeds it (`app` or `ocpp`).
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub id: String,
+    pub user_id: String,
+    pub station_id: String,
+    pub station_name: String,
+    /// As the app names it (`connector-1`).
+    pub connector_id: String,
+    pub source: String,
+    pub status: String,
+    pub charger_id: Option<String>,
+    pub ocpp_connector_id: Option<i64>,
+    pub transaction_id: Option<i64>,
+    pub id_tag: Option<String>,
+    /// The charger's clock for OCPP sessions, the server's for app sessions.
+    pub start_time: DateTime<Utc>,
+    pub end_time: Option<DateTime<Utc>>,
+    /// The charger's time of the latest meter reading (OCPP sessions).
+    pub last_reading_at: Option<DateTime<Utc>>,
+    pub battery_level_start: Option<f64>,
+    pub battery_level: Option<f64>,
+    pub energy_wh: f64,
+    /// Energy came from a meter or the app, not estimated from the battery.
+    pub energy_reported: bool,
+    pub price_micros: i64,
+    pub currency: String,
+    pub cost_minor: i64,
+    pub battery_capacity_wh: i64,
+    pub station_rating: Option<i64>,
+    pub end_reason: Option<String>,
+    /// A remote start not turned into a transaction by then is cancelled.
+    pub remote_start_deadline: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Why a session could not be created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionConflict {
+    UserHasActiveSession,
+    ConnectorBusy,
 }

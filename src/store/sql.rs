@@ -46,11 +46,15 @@ enum WriteOp {
         at: DateTime<Utc>,
     },
     Log(NewLogEntry),
+    CreateSession(SessionRecord),
+    SaveSession(SessionRecord),
     /// Commits after everything queued before it: what `flush` waits for.
     Barrier,
 }
 
 enum WriteOut {
+    SessionCreated(std::result::Result<(), SessionConflict>),
+    Saved(bool),
     Registration(RegistrationStatus),
     Closed(Vec<i64>),
     Started(StartOutcome),
@@ -285,6 +289,8 @@ macro_rules! sql_store {
                         .await?;
                         WriteOut::Done
                     }
+                    WriteOp::CreateSession(session) => WriteOut::SessionCreated(Self::create_session(c, session).await?),
+                    WriteOp::SaveSession(session) => WriteOut::Saved(Self::write_session(c, session, false).await?),
                     WriteOp::Barrier => WriteOut::Done,
                 })
             }
@@ -408,6 +414,7 @@ macro_rules! sql_store {
                     .bind(tx.id)
                     .execute(&mut *c)
                     .await?;
+                Self::sync_session(c, tx.id).await?;
                 Self::anomaly(
                     c,
                     &tx.charger_id,
@@ -466,7 +473,269 @@ macro_rules! sql_store {
                     Self::anomaly(c, &tx.charger_id, Some(transaction_id), "timestamp_in_future",
                         &json!({"timestamp": tx.start_time, "receivedAt": tx.received_at}), tx.received_at).await?;
                 }
+                // The session this transaction belongs to. Its own savepoint: a
+                // session that cannot be bound is an anomaly for an operator,
+                // never a reason to fail the charger's StartTransaction.
+                let mut nested = c.begin().await?;
+                match Self::bind_session(&mut nested, tx, transaction_id, &id_tag_status).await {
+                    Ok(()) => nested.commit().await?,
+                    Err(e) => {
+                        nested.rollback().await?;
+                        Self::anomaly(c, &tx.charger_id, Some(transaction_id), "session_not_bound",
+                            &json!({"error": format!("{e:#}")}), tx.received_at).await?;
+                    }
+                }
                 Ok(StartOutcome { transaction_id, id_tag_status, retransmission: false })
+            }
+
+            /// Binds a new transaction to the driver's session: the pending
+            /// remote start at this charger if there is one, else a new OCPP
+            /// session when the idTag belongs to a driver without one.
+            async fn bind_session(c: &mut $Conn, tx: &NewTransaction, transaction_id: i64, id_tag_status: &str) -> Result<()> {
+                let owner = sqlx::query("SELECT user_id FROM id_tags WHERE id_tag = $1").bind(&tx.id_tag).fetch_optional(&mut *c).await?;
+                let Some(user_id) = owner.map(|r| r.try_get::<Option<String>, _>(0)).transpose()?.flatten() else {
+                    return Ok(());
+                };
+                let pending = sqlx::query(
+                    "SELECT * FROM sessions WHERE user_id = $1 AND status = $2 AND charger_id = $3 AND transaction_id IS NULL \
+                     ORDER BY created_at LIMIT 1",
+                )
+                .bind(&user_id)
+                .bind(SESSION_ACTIVE)
+                .bind(&tx.charger_id)
+                .fetch_optional(&mut *c)
+                .await?;
+                let now = Utc::now();
+                if let Some(row) = pending {
+                    let mut session = Self::session_from_row(&row)?;
+                    if id_tag_status == "Accepted" {
+                        session.transaction_id = Some(transaction_id);
+                        session.ocpp_connector_id = Some(tx.connector_id);
+                        session.connector_id = format!("connector-{}", tx.connector_id);
+                        session.start_time = tx.start_time;
+                        session.id_tag = Some(tx.id_tag.clone());
+                        session.remote_start_deadline = None;
+                    } else {
+                        session.status = SESSION_CANCELLED.into();
+                        session.end_time = Some(now);
+                        session.end_reason = Some(format!("StartTransaction answered {id_tag_status}"));
+                    }
+                    session.updated_at = now;
+                    Self::write_session(c, &session, true).await?;
+                    return Ok(());
+                }
+                if id_tag_status != "Accepted" {
+                    return Ok(());
+                }
+                let busy = sqlx::query("SELECT id FROM sessions WHERE user_id = $1 AND status = $2")
+                    .bind(&user_id)
+                    .bind(SESSION_ACTIVE)
+                    .fetch_optional(&mut *c)
+                    .await?;
+                if busy.is_some() {
+                    anyhow::bail!("driver {user_id} already has an active session");
+                }
+                let station = sqlx::query("SELECT * FROM stations WHERE id = $1").bind(&tx.charger_id).fetch_optional(&mut *c).await?;
+                let station = station.as_ref().map(Self::station_from_row).transpose()?;
+                let capacity = sqlx::query("SELECT battery_capacity_wh FROM users WHERE id = $1").bind(&user_id).fetch_optional(&mut *c).await?;
+                let capacity = capacity.map(|r| r.try_get::<Option<i64>, _>(0)).transpose()?.flatten();
+                let session = SessionRecord {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    user_id,
+                    station_id: tx.charger_id.clone(),
+                    station_name: station.as_ref().map(|s| s.name.clone()).unwrap_or_else(|| tx.charger_id.clone()),
+                    connector_id: format!("connector-{}", tx.connector_id),
+                    source: "ocpp".into(),
+                    status: SESSION_ACTIVE.into(),
+                    charger_id: Some(tx.charger_id.clone()),
+                    ocpp_connector_id: Some(tx.connector_id),
+                    transaction_id: Some(transaction_id),
+                    id_tag: Some(tx.id_tag.clone()),
+                    start_time: tx.start_time,
+                    end_time: None,
+                    last_reading_at: None,
+                    battery_level_start: None,
+                    battery_level: None,
+                    energy_wh: 0.0,
+                    energy_reported: true,
+                    price_micros: station.as_ref().map(|s| s.price_micros).unwrap_or(tx.default_tariff.price_micros),
+                    currency: station.as_ref().map(|s| s.currency.clone()).unwrap_or_else(|| tx.default_tariff.currency.clone()),
+                    cost_minor: 0,
+                    battery_capacity_wh: capacity.unwrap_or(crate::engine::DEFAULT_BATTERY_CAPACITY_WH),
+                    station_rating: None,
+                    end_reason: None,
+                    remote_start_deadline: None,
+                    created_at: now,
+                    updated_at: now,
+                };
+                Self::insert_session(c, &session).await
+            }
+
+            /// Brings the session bound to a transaction in line with it:
+            /// the meter's energy, the battery's SoC, the cost, and completion
+            /// when the transaction ended. Only active sessions change, so a
+            /// session is never completed (or billed) twice.
+            async fn sync_session(c: &mut $Conn, transaction_id: i64) -> Result<()> {
+                let row = sqlx::query("SELECT * FROM sessions WHERE transaction_id = $1 AND status = $2")
+                    .bind(transaction_id)
+                    .bind(SESSION_ACTIVE)
+                    .fetch_optional(&mut *c)
+                    .await?;
+                let Some(row) = row else { return Ok(()) };
+                let tx_row = sqlx::query("SELECT * FROM transactions WHERE id = $1").bind(transaction_id).fetch_one(&mut *c).await?;
+                let tx = Self::transaction_from_row(&tx_row)?;
+                let mut session = Self::session_from_row(&row)?;
+                crate::engine::apply_transaction(&mut session, &tx);
+                Self::write_session(c, &session, false).await.map(|_| ())
+            }
+
+            async fn insert_session(c: &mut $Conn, s: &SessionRecord) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO sessions (id, user_id, station_id, station_name, connector_id, source, status, charger_id, \
+                         ocpp_connector_id, transaction_id, id_tag, start_time, end_time, last_reading_at, battery_level_start, \
+                         battery_level, energy_wh, energy_reported, price_micros, currency, cost_minor, battery_capacity_wh, \
+                         station_rating, end_reason, remote_start_deadline, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
+                         $22, $23, $24, $25, $26, $27)",
+                )
+                .bind(&s.id)
+                .bind(&s.user_id)
+                .bind(&s.station_id)
+                .bind(&s.station_name)
+                .bind(&s.connector_id)
+                .bind(&s.source)
+                .bind(&s.status)
+                .bind(&s.charger_id)
+                .bind(s.ocpp_connector_id)
+                .bind(s.transaction_id)
+                .bind(&s.id_tag)
+                .bind(s.start_time)
+                .bind(s.end_time)
+                .bind(s.last_reading_at)
+                .bind(s.battery_level_start)
+                .bind(s.battery_level)
+                .bind(s.energy_wh)
+                .bind(s.energy_reported)
+                .bind(s.price_micros)
+                .bind(&s.currency)
+                .bind(s.cost_minor)
+                .bind(s.battery_capacity_wh)
+                .bind(s.station_rating)
+                .bind(&s.end_reason)
+                .bind(s.remote_start_deadline)
+                .bind(s.created_at)
+                .bind(s.updated_at)
+                .execute(&mut *c)
+                .await?;
+                Ok(())
+            }
+
+            /// Saves a session's changing fields, only while it is active.
+            /// `binding` also saves what binding to a transaction changes.
+            async fn write_session(c: &mut $Conn, s: &SessionRecord, binding: bool) -> Result<bool> {
+                if binding {
+                    sqlx::query(
+                        "UPDATE sessions SET transaction_id = $1, ocpp_connector_id = $2, connector_id = $3, start_time = $4, \
+                             id_tag = $5, remote_start_deadline = $6 WHERE id = $7 AND status = $8",
+                    )
+                    .bind(s.transaction_id)
+                    .bind(s.ocpp_connector_id)
+                    .bind(&s.connector_id)
+                    .bind(s.start_time)
+                    .bind(&s.id_tag)
+                    .bind(s.remote_start_deadline)
+                    .bind(&s.id)
+                    .bind(SESSION_ACTIVE)
+                    .execute(&mut *c)
+                    .await?;
+                }
+                let changed = sqlx::query(
+                    "UPDATE sessions SET status = $1, end_time = $2, last_reading_at = $3, battery_level_start = $4, \
+                         battery_level = $5, energy_wh = $6, energy_reported = $7, cost_minor = $8, station_rating = $9, \
+                         end_reason = $10, updated_at = $11 WHERE id = $12 AND status = $13",
+                )
+                .bind(&s.status)
+                .bind(s.end_time)
+                .bind(s.last_reading_at)
+                .bind(s.battery_level_start)
+                .bind(s.battery_level)
+                .bind(s.energy_wh)
+                .bind(s.energy_reported)
+                .bind(s.cost_minor)
+                .bind(s.station_rating)
+                .bind(&s.end_reason)
+                .bind(s.updated_at)
+                .bind(&s.id)
+                .bind(SESSION_ACTIVE)
+                .execute(&mut *c)
+                .await?
+                .rows_affected();
+                Ok(changed > 0)
+            }
+
+            async fn create_session(c: &mut $Conn, s: &SessionRecord) -> Result<std::result::Result<(), SessionConflict>> {
+                let user_busy = sqlx::query("SELECT id FROM sessions WHERE user_id = $1 AND status = $2")
+                    .bind(&s.user_id)
+                    .bind(SESSION_ACTIVE)
+                    .fetch_optional(&mut *c)
+                    .await?;
+                if user_busy.is_some() {
+                    return Ok(Err(SessionConflict::UserHasActiveSession));
+                }
+                let connector_busy = sqlx::query("SELECT id FROM sessions WHERE station_id = $1 AND connector_id = $2 AND status = $3")
+                    .bind(&s.station_id)
+                    .bind(&s.connector_id)
+                    .bind(SESSION_ACTIVE)
+                    .fetch_optional(&mut *c)
+                    .await?;
+                if connector_busy.is_some() {
+                    return Ok(Err(SessionConflict::ConnectorBusy));
+                }
+                Self::insert_session(c, s).await?;
+                Ok(Ok(()))
+            }
+
+            fn station_from_row(row: &<$DB as sqlx::Database>::Row) -> Result<StationRecord> {
+                Ok(StationRecord {
+                    id: row.try_get("id")?,
+                    name: row.try_get("name")?,
+                    price_micros: row.try_get("price_micros")?,
+                    currency: row.try_get("currency")?,
+                    created_at: row.try_get("created_at")?,
+                    updated_at: row.try_get("updated_at")?,
+                })
+            }
+
+            fn session_from_row(row: &<$DB as sqlx::Database>::Row) -> Result<SessionRecord> {
+                Ok(SessionRecord {
+                    id: row.try_get("id")?,
+                    user_id: row.try_get("user_id")?,
+                    station_id: row.try_get("station_id")?,
+                    station_name: row.try_get("station_name")?,
+                    connector_id: row.try_get("connector_id")?,
+                    source: row.try_get("source")?,
+                    status: row.try_get("status")?,
+                    charger_id: row.try_get("charger_id")?,
+                    ocpp_connector_id: row.try_get("ocpp_connector_id")?,
+                    transaction_id: row.try_get("transaction_id")?,
+                    id_tag: row.try_get("id_tag")?,
+                    start_time: row.try_get("start_time")?,
+                    end_time: row.try_get("end_time")?,
+                    last_reading_at: row.try_get("last_reading_at")?,
+                    battery_level_start: row.try_get("battery_level_start")?,
+                    battery_level: row.try_get("battery_level")?,
+                    energy_wh: row.try_get("energy_wh")?,
+                    energy_reported: row.try_get("energy_reported")?,
+                    price_micros: row.try_get("price_micros")?,
+                    currency: row.try_get("currency")?,
+                    cost_minor: row.try_get("cost_minor")?,
+                    battery_capacity_wh: row.try_get("battery_capacity_wh")?,
+                    station_rating: row.try_get("station_rating")?,
+                    end_reason: row.try_get("end_reason")?,
+                    remote_start_deadline: row.try_get("remote_start_deadline")?,
+                    created_at: row.try_get("created_at")?,
+                    updated_at: row.try_get("updated_at")?,
+                })
             }
 
             /// Stores samples once each; returns those that were new.
@@ -545,6 +814,7 @@ macro_rules! sql_store {
                         let mut running = Running::from(&tx);
                         let anomalies = running.fold(&fresh);
                         Self::save_running(c, tx.id, &running, b.received_at).await?;
+                        Self::sync_session(c, tx.id).await?;
                         for (kind, detail) in anomalies {
                             Self::anomaly(c, &b.charger_id, Some(tx.id), &kind, &detail, b.received_at).await?;
                         }
@@ -626,6 +896,7 @@ macro_rules! sql_store {
                 .bind(tx.id)
                 .execute(&mut *c)
                 .await?;
+                Self::sync_session(c, tx.id).await?;
                 for (kind, detail) in anomalies {
                     Self::anomaly(c, &s.charger_id, Some(tx.id), &kind, &detail, s.received_at).await?;
                 }
@@ -702,6 +973,7 @@ macro_rules! sql_store {
                     name: row.try_get("name")?,
                     role: row.try_get("role")?,
                     password_hash: row.try_get("password_hash")?,
+                    battery_capacity_wh: row.try_get("battery_capacity_wh")?,
                     created_at: row.try_get("created_at")?,
                 })
             }
@@ -826,15 +1098,18 @@ macro_rules! sql_store {
 
             async fn upsert_user(&self, u: &UserRecord) -> Result<()> {
                 sqlx::query(
-                    "INSERT INTO users (id, email, name, role, password_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                    "INSERT INTO users (id, email, name, role, password_hash, battery_capacity_wh, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) \
                      ON CONFLICT (id) DO UPDATE SET email = excluded.email, name = excluded.name, role = excluded.role, \
-                         password_hash = COALESCE(excluded.password_hash, users.password_hash)",
+                         password_hash = COALESCE(excluded.password_hash, users.password_hash), \
+                         battery_capacity_wh = COALESCE(excluded.battery_capacity_wh, users.battery_capacity_wh)",
                 )
                 .bind(&u.id)
                 .bind(&u.email)
                 .bind(&u.name)
                 .bind(&u.role)
                 .bind(&u.password_hash)
+                .bind(u.battery_capacity_wh)
                 .bind(u.created_at)
                 .execute(&self.pool)
                 .await?;
@@ -961,6 +1236,103 @@ macro_rules! sql_store {
                         })
                     })
                     .collect()
+            }
+
+            async fn station(&self, id: &str) -> Result<Option<StationRecord>> {
+                let row = sqlx::query("SELECT * FROM stations WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+                row.as_ref().map(Self::station_from_row).transpose()
+            }
+
+            async fn stations(&self) -> Result<Vec<StationRecord>> {
+                let rows = sqlx::query("SELECT * FROM stations ORDER BY id").fetch_all(&self.pool).await?;
+                rows.iter().map(Self::station_from_row).collect()
+            }
+
+            async fn upsert_station(&self, st: &StationRecord) -> Result<StationRecord> {
+                let row = sqlx::query(
+                    "INSERT INTO stations (id, name, price_micros, currency, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5) \
+                     ON CONFLICT (id) DO UPDATE SET name = excluded.name, price_micros = excluded.price_micros, \
+                         currency = excluded.currency, updated_at = excluded.updated_at RETURNING *",
+                )
+                .bind(&st.id)
+                .bind(&st.name)
+                .bind(st.price_micros)
+                .bind(&st.currency)
+                .bind(st.updated_at)
+                .fetch_one(&self.pool)
+                .await?;
+                Self::station_from_row(&row)
+            }
+
+            async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>> {
+                let row = sqlx::query("SELECT * FROM users WHERE email = $1").bind(email).fetch_optional(&self.pool).await?;
+                row.as_ref().map(Self::user_from_row).transpose()
+            }
+
+            async fn users(&self) -> Result<Vec<UserRecord>> {
+                let rows = sqlx::query("SELECT * FROM users ORDER BY created_at, id").fetch_all(&self.pool).await?;
+                rows.iter().map(Self::user_from_row).collect()
+            }
+
+            async fn ensure_user(&self, id: &str) -> Result<()> {
+                sqlx::query("INSERT INTO users (id, name, role, created_at) VALUES ($1, '', 'driver', $2) ON CONFLICT (id) DO NOTHING")
+                    .bind(id)
+                    .bind(Utc::now())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn id_tags_of_user(&self, user_id: &str) -> Result<Vec<IdTagRecord>> {
+                let rows = sqlx::query("SELECT * FROM id_tags WHERE user_id = $1 ORDER BY created_at, id_tag")
+                    .bind(user_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(Self::id_tag_from_row).collect()
+            }
+
+            async fn create_session(&self, session: SessionRecord) -> Result<std::result::Result<(), SessionConflict>> {
+                match self.write(WriteOp::CreateSession(session)).await? {
+                    WriteOut::SessionCreated(outcome) => Ok(outcome),
+                    _ => unreachable!("a session write answers with its outcome"),
+                }
+            }
+
+            async fn save_session(&self, session: SessionRecord) -> Result<bool> {
+                match self.write(WriteOp::SaveSession(session)).await? {
+                    WriteOut::Saved(changed) => Ok(changed),
+                    _ => unreachable!("a session save answers whether it changed anything"),
+                }
+            }
+
+            async fn session(&self, id: &str) -> Result<Option<SessionRecord>> {
+                let row = sqlx::query("SELECT * FROM sessions WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+                row.as_ref().map(Self::session_from_row).transpose()
+            }
+
+            async fn active_session(&self, user_id: &str) -> Result<Option<SessionRecord>> {
+                let row = sqlx::query("SELECT * FROM sessions WHERE user_id = $1 AND status = $2")
+                    .bind(user_id)
+                    .bind(SESSION_ACTIVE)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(Self::session_from_row).transpose()
+            }
+
+            async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>> {
+                let rows = sqlx::query("SELECT * FROM sessions WHERE user_id = $1 ORDER BY start_time DESC, created_at DESC")
+                    .bind(user_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(Self::session_from_row).collect()
+            }
+
+            async fn active_sessions(&self) -> Result<Vec<SessionRecord>> {
+                let rows = sqlx::query("SELECT * FROM sessions WHERE status = $1 ORDER BY created_at")
+                    .bind(SESSION_ACTIVE)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(Self::session_from_row).collect()
             }
 
             fn log_message(&self, entry: NewLogEntry) {

@@ -206,6 +206,7 @@ impl TestServer {
                 name: user_id.into(),
                 role: "driver".into(),
                 password_hash: None,
+                battery_capacity_wh: None,
                 created_at: now,
             })
             .await
@@ -233,6 +234,13 @@ impl TestServer {
             .await
             .unwrap();
     }
+}
+
+/// An HTTP client (reqwest is built without a default TLS crypto provider;
+/// install ring's, as the server does).
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }
 
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;

@@ -1,0 +1,430 @@
+//! The operator API (`/api/admin/...`, admin role): stations with their
+//! tariff and live state, users, idTags, commands to chargers, and what an
+//! operator inspects (message log, anomalies, sessions that look stuck).
+
+use super::error::{ok, ApiError, ApiResult};
+use super::extract::{AdminUser, Body, Query};
+use crate::charger::CommandError;
+use crate::engine::money::{parse_currency, parse_price_micros, price_json};
+use crate::engine::view::session_json;
+use crate::ocpp::time::format_ms;
+use crate::state::AppState;
+use crate::store::{IdTagRecord, RegistrationStatus, StationRecord, TransactionFilter, UserRecord};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use chrono::Utc;
+use serde_json::{json, Value};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/admin/stations", get(list_stations))
+        .route(
+            "/api/admin/stations/{id}",
+            put(put_station).get(get_station),
+        )
+        .route(
+            "/api/admin/stations/{id}/registration",
+            put(put_registration),
+        )
+        .route("/api/admin/stations/{id}/commands/{action}", post(command))
+        .route("/api/admin/stations/{id}/messages", get(messages))
+        .route("/api/admin/stations/{id}/transactions", get(transactions))
+        .route("/api/admin/users", get(list_users))
+        .route("/api/admin/users/{id}", put(put_user))
+        .route(
+            "/api/admin/id-tags/{id_tag}",
+            put(put_id_tag).get(get_id_tag),
+        )
+        .route("/api/admin/anomalies", get(anomalies))
+        .route("/api/admin/sessions", get(sessions))
+}
+
+fn check_station_id(id: &str) -> ApiResult<()> {
+    // A station id doubles as its charger's OCPP identity.
+    crate::charger::handshake::identity_from_path(&format!("/ocpp/{id}"))
+        .map(|_| ())
+        .map_err(|why| ApiError::invalid("id", why))
+}
+
+/// A station's tariff, its charger's registration and its live state.
+async fn station_json(state: &AppState, id: &str) -> ApiResult<Option<Value>> {
+    let station = state.store.station(id).await?;
+    let charger = state.store.charger(id).await?;
+    if station.is_none() && charger.is_none() {
+        return Ok(None);
+    }
+    let connectors: Vec<Value> = state
+        .store
+        .connectors(id)
+        .await?
+        .into_iter()
+        .map(|c| {
+            json!({"connectorId": c.connector_id, "status": c.status, "errorCode": c.error_code, "info": c.info,
+                   "vendorId": c.vendor_id, "vendorErrorCode": c.vendor_error_code, "statusAt": format_ms(c.status_at)})
+        })
+        .collect();
+    let connection = state.registry.connection(id);
+    Ok(Some(json!({
+        "id": id,
+        "name": station.as_ref().map(|s| s.name.clone()),
+        "pricePerKWh": station.as_ref().map(|s| price_json(s.price_micros)),
+        "currency": station.as_ref().map(|s| s.currency.clone()),
+        "isOcppCharger": charger.is_some(),
+        "hasOcppPassword": charger.as_ref().is_some_and(|c| c.password_hash.is_some()),
+        "registrationStatus": charger.as_ref().map(|c| c.registration_status.as_str()),
+        "vendor": charger.as_ref().and_then(|c| c.vendor.clone()),
+        "model": charger.as_ref().and_then(|c| c.model.clone()),
+        "serialNumber": charger.as_ref().and_then(|c| c.charge_point_serial_number.clone()),
+        "firmwareVersion": charger.as_ref().and_then(|c| c.firmware_version.clone()),
+        "connected": connection.is_some(),
+        "connectedSince": connection.as_ref().map(|c| format_ms(c.connected_at)),
+        "lastHeartbeat": charger.as_ref().and_then(|c| c.last_heartbeat_at.map(format_ms)),
+        "lastSeen": charger.as_ref().and_then(|c| c.last_seen_at.map(format_ms)),
+        "connectors": connectors,
+    })))
+}
+
+async fn list_stations(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Value>> {
+    let mut ids: Vec<String> = state
+        .store
+        .stations()
+        .await?
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    ids.extend(state.store.chargers().await?.into_iter().map(|c| c.id));
+    ids.sort();
+    ids.dedup();
+    let mut all = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(v) = station_json(&state, &id).await? {
+            all.push(v);
+        }
+    }
+    Ok(ok(Value::Array(all)))
+}
+
+async fn get_station(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    station_json(&state, &id)
+        .await?
+        .map(ok)
+        .ok_or_else(|| ApiError::not_found(format!("Station {id} not found")))
+}
+
+async fn put_station(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Path(id): Path<String>,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
+    check_station_id(&id)?;
+    let name = body.string("name")?;
+    if name.chars().count() > 200 {
+        return Err(ApiError::invalid(
+            "name",
+            "name must be at most 200 characters",
+        ));
+    }
+    let price = body
+        .raw("pricePerKWh")
+        .ok_or_else(|| ApiError::invalid("pricePerKWh", "pricePerKWh is required"))?;
+    let price_micros = parse_price_micros(price).ok_or_else(|| {
+        ApiError::invalid(
+            "pricePerKWh",
+            "pricePerKWh must be a non-negative number with at most 6 decimals",
+        )
+    })?;
+    let currency = parse_currency(&body.string("currency")?).ok_or_else(|| {
+        ApiError::invalid("currency", "currency must be a three-letter ISO 4217 code")
+    })?;
+    let password = body.opt_string("ocppPassword")?;
+    if let Some(p) = &password {
+        // OCPP's AuthorizationKey is 16 to 40 characters; allow a little slack below.
+        if p.chars().count() < 8 || p.chars().count() > 64 {
+            return Err(ApiError::invalid(
+                "ocppPassword",
+                "ocppPassword must be 8 to 64 characters",
+            ));
+        }
+    }
+    let now = Utc::now();
+    state
+        .store
+        .upsert_station(&StationRecord {
+            id: id.clone(),
+            name,
+            price_micros,
+            currency,
+            created_at: now,
+            updated_at: now,
+        })
+        .await?;
+    if let Some(p) = password {
+        // Stored hashed, never returned.
+        state
+            .store
+            .provision_charger(
+                &id,
+                None,
+                Some(Some(crate::charger::auth::hash_password(&p))),
+            )
+            .await?;
+    }
+    Ok(ok(station_json(&state, &id).await?.unwrap_or(Value::Null)))
+}
+
+async fn put_registration(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Path(id): Path<String>,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
+    check_station_id(&id)?;
+    let status = RegistrationStatus::parse(&body.string("status")?).ok_or_else(|| {
+        ApiError::invalid("status", "status must be Accepted, Pending or Rejected")
+    })?;
+    state
+        .store
+        .provision_charger(&id, Some(status), None)
+        .await?;
+    Ok(ok(station_json(&state, &id).await?.unwrap_or(Value::Null)))
+}
+
+/// Sends any server-to-charger OCPP 1.6 command and answers the charger's response.
+async fn command(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Path((id, action)): Path<(String, String)>,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
+    if !crate::ocpp::action::is_server_to_charger(&action) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "UNKNOWN_ACTION",
+            format!("{action} is not a server-to-charger OCPP 1.6 command"),
+        ));
+    }
+    let answer = state.registry.call(&id, &action, Value::Object(body.0)).await.map_err(|e| match e {
+        CommandError::Offline => ApiError::new(StatusCode::CONFLICT, "CHARGER_OFFLINE", format!("Charger {id} is not connected")),
+        CommandError::Busy => ApiError::new(StatusCode::CONFLICT, "CHARGER_BUSY", format!("Charger {id} has too many commands waiting")),
+        CommandError::Timeout => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "CHARGER_TIMEOUT", format!("Charger {id} did not answer in time")),
+        CommandError::ConnectionLost => ApiError::new(StatusCode::BAD_GATEWAY, "CHARGER_DISCONNECTED", format!("Charger {id} disconnected before answering")),
+        CommandError::InvalidRequest(error) => ApiError::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", format!("Payload does not match the {action} schema: {}", error.description))
+            .with_details(json!({ "ocppErrorCode": error.code.as_str(), "errors": error.details.get("errors").cloned().unwrap_or(Value::Null) })),
+        CommandError::Rejected { code, description, details } => ApiError::new(StatusCode::BAD_GATEWAY, "CHARGER_ERROR", format!("Charger answered CALLERROR {code}: {description}"))
+            .with_details(json!({ "errorCode": code, "errorDescription": description, "errorDetails": details })),
+        CommandError::InvalidResponse(why) => ApiError::new(StatusCode::BAD_GATEWAY, "CHARGER_BAD_ANSWER", format!("Charger's answer does not match the schema: {why}")),
+        CommandError::UnknownAction(a) => ApiError::new(StatusCode::NOT_FOUND, "UNKNOWN_ACTION", format!("{a} is not a server-to-charger OCPP 1.6 command")),
+    })?;
+    Ok(ok(answer))
+}
+
+async fn messages(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Path(id): Path<String>,
+    query: Query,
+) -> ApiResult<Json<Value>> {
+    let limit = query.integer("limit", 100, 1, 1000)?;
+    let log = state.store.messages(&id, limit).await?;
+    Ok(ok(serde_json::to_value(log).map_err(anyhow::Error::from)?))
+}
+
+async fn transactions(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Path(id): Path<String>,
+    query: Query,
+) -> ApiResult<Json<Value>> {
+    let limit = query.integer("limit", 100, 1, 1000)?;
+    let filter = TransactionFilter {
+        charger_id: Some(id),
+        status: query.get("status").map(str::to_owned),
+        limit: Some(limit),
+    };
+    Ok(ok(serde_json::to_value(
+        state.store.transactions(filter).await?,
+    )
+    .map_err(anyhow::Error::from)?))
+}
+
+async fn anomalies(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    query: Query,
+) -> ApiResult<Json<Value>> {
+    let limit = query.integer("limit", 100, 1, 1000)?;
+    let list = state.store.anomalies(query.get("chargerId"), limit).await?;
+    Ok(ok(serde_json::to_value(list).map_err(anyhow::Error::from)?))
+}
+
+/// Active sessions, each with `looksStuck`: an OCPP session whose charger is
+/// offline or silent for an hour, or a remote start still waiting.
+async fn sessions(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Value>> {
+    let now = Utc::now();
+    let mut out = Vec::new();
+    for s in state.store.active_sessions().await? {
+        let mut v = session_json(&s, now);
+        let stuck = match &s.charger_id {
+            Some(charger) => {
+                !state.registry.is_connected(charger)
+                    || now - s.updated_at > chrono::Duration::hours(1)
+                    || s.transaction_id.is_none()
+            }
+            None => now - s.updated_at > chrono::Duration::hours(12),
+        };
+        v["looksStuck"] = json!(stuck);
+        v["updatedAt"] = json!(format_ms(s.updated_at));
+        out.push(v);
+    }
+    Ok(ok(Value::Array(out)))
+}
+
+async fn list_users(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Value>> {
+    let users = state.store.users().await?;
+    Ok(ok(Value::Array(
+        users.iter().map(super::auth::routes::user_json).collect(),
+    )))
+}
+
+async fn put_user(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Path(id): Path<String>,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
+    if id.trim().is_empty() || id.len() > 128 {
+        return Err(ApiError::invalid(
+            "id",
+            "user id must be 1 to 128 characters",
+        ));
+    }
+    let name = body.string("name")?;
+    let email = body.opt_string("email")?.map(|e| e.to_lowercase());
+    if let Some(e) = &email {
+        if !e.contains('@') || e.len() > 254 {
+            return Err(ApiError::invalid("email", "email is not a valid address"));
+        }
+        if state
+            .store
+            .user_by_email(e)
+            .await?
+            .is_some_and(|other| other.id != id)
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "EMAIL_TAKEN",
+                "Another user has this email",
+            ));
+        }
+    }
+    let role = body.string("role")?;
+    if !super::auth::ROLES.contains(&role.as_str()) {
+        return Err(ApiError::invalid("role", "role must be driver or admin"));
+    }
+    let capacity = match body.opt_number("batteryCapacity")? {
+        None => None,
+        Some(kwh) if kwh > 0.0 && kwh <= 1000.0 => Some((kwh * 1000.0).round() as i64),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "batteryCapacity",
+                "batteryCapacity must be between 0 and 1000 kWh",
+            ))
+        }
+    };
+    let existing = state.store.user(&id).await?;
+    let user = UserRecord {
+        id: id.clone(),
+        email,
+        name,
+        role,
+        password_hash: None,
+        battery_capacity_wh: capacity,
+        created_at: existing
+            .map(|u| u.created_at)
+            .unwrap_or_else(crate::ocpp::time::now_ms),
+    };
+    state.store.upsert_user(&user).await?;
+    let stored = state
+        .store
+        .user(&id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("user vanished after upsert"))?;
+    Ok(ok(super::auth::routes::user_json(&stored)))
+}
+
+fn id_tag_json(t: &IdTagRecord) -> Value {
+    json!({"idTag": t.id_tag, "userId": t.user_id, "status": t.status, "expiryDate": t.expiry_date.map(format_ms),
+           "parentIdTag": t.parent_id_tag, "createdAt": format_ms(t.created_at)})
+}
+
+async fn get_id_tag(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Path(tag): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let t = state
+        .store
+        .id_tag(&tag)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("idTag {tag} not found")))?;
+    Ok(ok(id_tag_json(&t)))
+}
+
+async fn put_id_tag(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Path(tag): Path<String>,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
+    // OCPP 1.6 idTokens are CiString20.
+    if tag.is_empty() || tag.chars().count() > 20 || tag.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "idTag",
+            "idTag must be 1 to 20 characters",
+        ));
+    }
+    let user_id = body.string("userId")?;
+    let status = body
+        .opt_string("status")?
+        .unwrap_or_else(|| "Accepted".into());
+    if !["Accepted", "Blocked", "Expired", "Invalid"].contains(&status.as_str()) {
+        return Err(ApiError::invalid(
+            "status",
+            "status must be Accepted, Blocked, Expired or Invalid",
+        ));
+    }
+    let expiry = match body.opt_string("expiryDate")? {
+        None => None,
+        Some(text) => Some(
+            chrono::DateTime::parse_from_rfc3339(&text)
+                .map_err(|_| {
+                    ApiError::invalid("expiryDate", "expiryDate must be an RFC 3339 time")
+                })?
+                .with_timezone(&Utc),
+        ),
+    };
+    let parent = body.opt_string("parentIdTag")?;
+    if state.store.user(&user_id).await?.is_none() {
+        return Err(ApiError::not_found(format!("User {user_id} not found")));
+    }
+    let existing = state.store.id_tag(&tag).await?;
+    let record = IdTagRecord {
+        id_tag: tag.clone(),
+        user_id: Some(user_id),
+        status,
+        expiry_date: expiry,
+        parent_id_tag: parent,
+        created_at: existing
+            .map(|t| t.created_at)
+            .unwrap_or_else(crate::ocpp::time::now_ms),
+    };
+    state.store.upsert_id_tag(&record).await?;
+    Ok(ok(id_tag_json(&record)))
+}

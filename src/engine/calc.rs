@@ -1,0 +1,176 @@
+//! The figures of a session, from its energy, battery and clock. Pure
+//! functions, so their edges are tested without a database.
+
+use crate::store::{
+    SessionRecord, TransactionRecord, SESSION_ACTIVE, SESSION_COMPLETED, TX_ACTIVE,
+};
+use chrono::{DateTime, Utc};
+
+/// Battery capacity when neither the driver nor the vehicle set one.
+pub const DEFAULT_BATTERY_CAPACITY_WH: i64 = 60_000;
+
+/// The end of the session's clock: its end, or while it runs, the latest
+/// charger reading (OCPP, the charger's clock) or now (app, the server's).
+pub fn clock_end(session: &SessionRecord, now: DateTime<Utc>) -> DateTime<Utc> {
+    match session.end_time {
+        Some(end) => end,
+        None if session.source == "ocpp" => session
+            .last_reading_at
+            .unwrap_or(session.start_time)
+            .max(session.start_time),
+        None => now.max(session.start_time),
+    }
+}
+
+/// Elapsed milliseconds, never negative.
+pub fn elapsed_ms(session: &SessionRecord, now: DateTime<Utc>) -> i64 {
+    (clock_end(session, now) - session.start_time)
+        .num_milliseconds()
+        .max(0)
+}
+
+/// Whole minutes elapsed.
+pub fn duration_minutes(elapsed_ms: i64) -> i64 {
+    elapsed_ms / 60_000
+}
+
+/// Average power in kW = energy / exact elapsed time; 0 while no time has
+/// passed (never a division by zero).
+pub fn average_power_kw(energy_wh: f64, elapsed_ms: i64) -> f64 {
+    if elapsed_ms <= 0 || !energy_wh.is_finite() || energy_wh <= 0.0 {
+        return 0.0;
+    }
+    let kw = energy_wh / 1000.0 / (elapsed_ms as f64 / 3_600_000.0);
+    round_to(kw, 2)
+}
+
+/// Energy in Wh estimated from a battery rise (percent points) of a battery
+/// of `capacity_wh`; nothing for a fall.
+pub fn energy_from_battery_wh(start_percent: f64, end_percent: f64, capacity_wh: i64) -> f64 {
+    if !(start_percent.is_finite() && end_percent.is_finite()) || end_percent <= start_percent {
+        return 0.0;
+    }
+    // In Wh, rounded to the Wh: 35 points of 60 kWh is 21000 Wh exactly.
+    ((end_percent - start_percent) * capacity_wh as f64 / 100.0).round()
+}
+
+pub fn round_to(value: f64, decimals: i32) -> f64 {
+    let factor = 10f64.powi(decimals);
+    (value * factor).round() / factor
+}
+
+/// Folds a transaction's state into its bound session: meter energy, SoC,
+/// the charger's clock, completion.
+pub fn apply_transaction(session: &mut SessionRecord, tx: &TransactionRecord) {
+    session.energy_wh = tx.energy_wh;
+    session.energy_reported = true;
+    if tx.last_register_at.is_some() {
+        session.last_reading_at = tx.last_register_at;
+    }
+    if let Some(soc) = tx.soc_last {
+        session.battery_level = Some(soc);
+    }
+    if session.battery_level_start.is_none() {
+        session.battery_level_start = tx.soc_start;
+    }
+    if tx.status != TX_ACTIVE && session.status == SESSION_ACTIVE {
+        session.status = SESSION_COMPLETED.into();
+        session.end_time = Some(
+            tx.stop_time
+                .unwrap_or(tx.updated_at)
+                .max(session.start_time),
+        );
+        session.end_reason = Some(tx.stop_reason.clone().unwrap_or_else(|| "Stopped".into()));
+    }
+    reprice(session);
+    session.updated_at = Utc::now();
+}
+
+/// Cost = energy × the session's price, in minor units, rounded once.
+pub fn reprice(session: &mut SessionRecord) {
+    let digits = super::money::minor_digits(&session.currency);
+    session.cost_minor = super::money::cost_minor(session.energy_wh, session.price_micros, digits);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn session(start: DateTime<Utc>) -> SessionRecord {
+        SessionRecord {
+            id: "s".into(),
+            user_id: "u".into(),
+            station_id: "st".into(),
+            station_name: "St".into(),
+            connector_id: "connector-1".into(),
+            source: "app".into(),
+            status: SESSION_ACTIVE.into(),
+            charger_id: None,
+            ocpp_connector_id: None,
+            transaction_id: None,
+            id_tag: None,
+            start_time: start,
+            end_time: None,
+            last_reading_at: None,
+            battery_level_start: Some(45.0),
+            battery_level: Some(45.0),
+            energy_wh: 0.0,
+            energy_reported: false,
+            price_micros: 165_000_000,
+            currency: "NGN".into(),
+            cost_minor: 0,
+            battery_capacity_wh: DEFAULT_BATTERY_CAPACITY_WH,
+            station_rating: None,
+            end_reason: None,
+            remote_start_deadline: None,
+            created_at: start,
+            updated_at: start,
+        }
+    }
+
+    #[test]
+    fn the_seed_session_reproduces() {
+        let start = Utc.with_ymd_and_hms(2024, 1, 15, 10, 0, 0).unwrap();
+        let mut s = session(start);
+        s.end_time = Some(start + chrono::Duration::minutes(75));
+        s.energy_wh = energy_from_battery_wh(45.0, 80.0, s.battery_capacity_wh);
+        assert_eq!(s.energy_wh, 21_000.0);
+        reprice(&mut s);
+        assert_eq!(s.cost_minor, 346_500);
+        let ms = elapsed_ms(&s, start);
+        assert_eq!(duration_minutes(ms), 75);
+        assert_eq!(average_power_kw(s.energy_wh, ms), 16.8);
+    }
+
+    #[test]
+    fn zero_duration_and_zero_energy_are_zero_not_errors() {
+        let start = Utc.with_ymd_and_hms(2024, 1, 15, 10, 0, 0).unwrap();
+        let s = session(start);
+        assert_eq!(elapsed_ms(&s, start), 0);
+        assert_eq!(average_power_kw(5000.0, 0), 0.0);
+        assert_eq!(average_power_kw(0.0, 60_000), 0.0);
+        assert_eq!(duration_minutes(59_999), 0);
+        // A server clock behind the start never gives negative time.
+        assert_eq!(elapsed_ms(&s, start - chrono::Duration::minutes(5)), 0);
+    }
+
+    #[test]
+    fn a_battery_that_falls_delivered_nothing() {
+        assert_eq!(energy_from_battery_wh(80.0, 45.0, 60_000), 0.0);
+        assert_eq!(energy_from_battery_wh(45.0, 80.0, 75_000), 26_250.0);
+    }
+
+    #[test]
+    fn ocpp_sessions_run_on_the_chargers_clock() {
+        let start = Utc.with_ymd_and_hms(2024, 1, 15, 10, 0, 0).unwrap();
+        let mut s = session(start);
+        s.source = "ocpp".into();
+        s.last_reading_at = Some(start + chrono::Duration::minutes(30));
+        // The server's now (years later) does not matter.
+        assert_eq!(
+            duration_minutes(elapsed_ms(&s, start + chrono::Duration::days(400))),
+            30
+        );
+    }
+}
