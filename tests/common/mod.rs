@@ -195,6 +195,76 @@ impl TestServer {
         self.db
     }
 
+    /// A bearer token for `user` with `role`, signed with the server's secret.
+    pub fn token(&self, user: &str, role: &str) -> String {
+        self.state
+            .jwt
+            .issue(user, role, Duration::from_secs(3600))
+            .unwrap()
+    }
+
+    /// Calls the REST API: (status, JSON body). `token` may be None.
+    pub async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = http().request(method, self.http_url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("HTTP request");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let json =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+        (status, json)
+    }
+
+    /// Sends a raw body (for malformed-JSON cases).
+    pub async fn api_raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = http()
+            .request(method, self.http_url(path))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("HTTP request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Registers a driver through the API; returns (user id, token).
+    pub async fn register(&self, email: &str) -> (String, String) {
+        let (status, body) = self
+            .api(
+                "POST",
+                "/api/auth/register",
+                None,
+                Some(json!({"email": email, "password": "correct-horse-9", "name": "Driver"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        (
+            body["data"]["user"]["id"].as_str().unwrap().to_owned(),
+            body["data"]["token"].as_str().unwrap().to_owned(),
+        )
+    }
+
     /// Adds a user with an idTag, so the tag authorizes as Accepted.
     pub async fn user_with_tag(&self, user_id: &str, id_tag: &str) {
         let now = chrono::Utc::now();
