@@ -76,7 +76,7 @@ pub struct Config {
     pub ws_read_buffer: usize,
 
     /// Price per kWh of sessions at stations without a tariff of their own.
-    #[arg(long, env = "CSMS_DEFAULT_PRICE_PER_KWH", default_value = "165", value_parser = parse_price)]
+    #[arg(long = "default-price-per-kwh", env = "CSMS_DEFAULT_PRICE_PER_KWH", default_value = "165", value_parser = parse_price)]
     pub default_price_micros: i64,
 
     /// Currency of the default price.
