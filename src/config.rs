@@ -95,6 +95,54 @@ pub struct Config {
     #[arg(long, env = "CSMS_TOKEN_TTL", default_value = "24h", value_parser = parse_duration)]
     pub token_ttl: Duration,
 
+    /// Base URL people reach this server at (pay pages, Stripe return URLs).
+    #[arg(long, env = "CSMS_PUBLIC_URL", default_value = "http://localhost:8080")]
+    pub public_url: String,
+
+    /// Balance provider per chain, `chain=provider,...` (`ledger` or `evm`); unlisted chains use the ledger.
+    #[arg(long, env = "CSMS_BALANCE_PROVIDERS", default_value = "")]
+    pub balance_providers: String,
+
+    /// Hold `expectedMaxCost` in the ledger wallet while a session runs, released at its end.
+    #[arg(long, env = "CSMS_LEDGER_RESERVE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ledger_reserve: bool,
+
+    /// Ethereum JSON-RPC URL for the `evm` balance provider.
+    #[arg(long, env = "CSMS_EVM_RPC_URL")]
+    pub evm_rpc_url: Option<String>,
+
+    /// ERC-20 contract whose balance counts; unset reads the native coin.
+    #[arg(long, env = "CSMS_EVM_TOKEN_CONTRACT")]
+    pub evm_token_contract: Option<String>,
+
+    /// Decimals of that asset (18 for ether).
+    #[arg(long, env = "CSMS_EVM_DECIMALS", default_value_t = 18)]
+    pub evm_decimals: u32,
+
+    /// Major units of a station's currency one whole token is worth (a decimal).
+    #[arg(long, env = "CSMS_EVM_RATE", default_value = "0")]
+    pub evm_rate: String,
+
+    /// Time limit of one JSON-RPC balance read.
+    #[arg(long, env = "CSMS_EVM_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub evm_timeout: Duration,
+
+    /// Payment-link provider: `local` (this server's pay page) or `stripe`.
+    #[arg(long, env = "CSMS_PAYMENT_LINKS", default_value = "local", value_parser = ["local", "stripe"])]
+    pub payment_links: String,
+
+    /// Stripe secret key (for `stripe` payment links).
+    #[arg(long, env = "CSMS_STRIPE_SECRET_KEY", hide_env_values = true)]
+    pub stripe_secret_key: Option<String>,
+
+    /// Stripe webhook signing secret (`whsec_...`).
+    #[arg(long, env = "CSMS_STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub stripe_webhook_secret: Option<String>,
+
+    /// Stripe API base URL.
+    #[arg(long, env = "CSMS_STRIPE_BASE_URL", default_value = "https://api.stripe.com")]
+    pub stripe_base_url: String,
+
     /// Most simultaneous charger connections.
     #[arg(long, env = "CSMS_MAX_CHARGERS", default_value_t = 100_000)]
     pub max_chargers: usize,

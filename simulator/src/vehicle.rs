@@ -250,7 +250,7 @@ mod tests {
         let mut meter = Meter::new(1_000);
         let mut last = meter.reading_wh();
         let mut total = 0.0;
-        for _ in 0..600 {
+        for _ in 0..2000 {
             let (e, _) = v.charge(22_000.0, AC, 30.0);
             assert!(e >= 0.0);
             total += e;

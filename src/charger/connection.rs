@@ -233,7 +233,7 @@ impl Connection {
                 self.send_text(out).await
             }
             Ok(Frame::CallResult { id, payload }) => {
-                self.log(Direction::In, 3, &id, None, text);
+                self.log(Direction::In, 3, &id, self.answered_action(&id), text);
                 self.on_answer(&id, Ok(payload));
                 Ok(())
             }
@@ -243,7 +243,7 @@ impl Connection {
                 description,
                 details,
             }) => {
-                self.log(Direction::In, 4, &id, None, text);
+                self.log(Direction::In, 4, &id, self.answered_action(&id), text);
                 self.on_answer(
                     &id,
                     Err(CommandError::Rejected {
@@ -306,6 +306,11 @@ impl Connection {
             return Err(CallError::internal());
         }
         Ok(payload)
+    }
+
+    /// The action of our outstanding CALL an answer with `id` belongs to.
+    fn answered_action(&self, id: &str) -> Option<&str> {
+        self.pending.as_ref().filter(|p| p.message_id == id).map(|p| p.action.as_str())
     }
 
     fn on_answer(&mut self, id: &str, result: Result<Value, CommandError>) {

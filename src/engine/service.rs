@@ -194,6 +194,7 @@ impl Engine {
             remote_start_deadline: None,
             created_at: now,
             updated_at: now,
+            payment: Default::default(),
         };
 
         let Some(_charger) = charger else {

@@ -196,6 +196,7 @@ mod tests {
             remote_start_deadline: None,
             created_at: start,
             updated_at: start,
+            payment: Default::default(),
         }
     }
 

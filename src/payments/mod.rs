@@ -4,3 +4,8 @@
 pub mod decimal;
 pub mod evm;
 pub mod stripe;
+pub mod ledger;
+pub mod links;
+pub mod service;
+
+pub use service::Payments;

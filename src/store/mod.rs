@@ -10,6 +10,7 @@
 
 pub mod batch;
 pub mod model;
+mod payments_sql;
 mod sql;
 
 use anyhow::Result;
@@ -28,8 +29,48 @@ pub struct TransactionFilter {
     pub limit: Option<i64>,
 }
 
+/// What payments keep: the wallet ledger, balance checks, payment links and
+/// the Stripe events seen. Every `Store` is one.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait PaymentStore: Send + Sync {
+    /// Posts a balanced movement once per (kind, reference); false if it was posted before.
+    async fn ledger_post(&self, kind: &str, reference: &str, memo: &str, entries: &[LedgerEntry]) -> Result<bool>;
+    async fn ledger_balance(&self, account: &str, currency: &str) -> Result<i64>;
+    /// (account, currency, balance) of every account starting with `prefix`.
+    async fn ledger_accounts(&self, prefix: &str) -> Result<Vec<(String, String, i64)>>;
+    async fn insert_balance_check(&self, check: &BalanceCheckRecord) -> Result<()>;
+    async fn balance_check(&self, id: &str) -> Result<Option<BalanceCheckRecord>>;
+    async fn balance_checks_of_user(&self, user_id: &str) -> Result<Vec<BalanceCheckRecord>>;
+    /// Records a session's wallet and balance check (and links the check to it).
+    async fn attach_payment(&self, session_id: &str, payment: &SessionPayment) -> Result<()>;
+    /// Ended sessions whose payment step has not been done.
+    async fn sessions_with_payment_due(&self) -> Result<Vec<String>>;
+    /// Does a session's payment step once, atomically: clears `payment_due`,
+    /// applies an admin's final cost, releases its hold, stores its first
+    /// link. False when another caller did it already.
+    async fn settle_session_payment(
+        &self,
+        session_id: &str,
+        release: Option<(&str, &[LedgerEntry])>,
+        cost_override: Option<i64>,
+        link: Option<&PaymentLinkRecord>,
+    ) -> Result<bool>;
+    /// Stores a link, expiring `expire_first` in the same transaction.
+    async fn create_payment_link(&self, link: &PaymentLinkRecord, expire_first: Option<&str>) -> Result<()>;
+    async fn payment_link(&self, id: &str) -> Result<Option<PaymentLinkRecord>>;
+    async fn payment_link_by_ref(&self, provider_ref: &str) -> Result<Option<PaymentLinkRecord>>;
+    async fn payment_links_of_session(&self, session_id: &str) -> Result<Vec<PaymentLinkRecord>>;
+    async fn pending_links(&self) -> Result<Vec<PaymentLinkRecord>>;
+    /// Moves a pending link to `status`; false if it was not pending.
+    async fn set_link_status(&self, id: &str, status: &str, at: DateTime<Utc>) -> Result<bool>;
+    /// Marks a pending link paid and posts the settlement, in one transaction.
+    async fn pay_link_from_ledger(&self, link_id: &str, reference: &str, entries: &[LedgerEntry], at: DateTime<Utc>) -> Result<bool>;
+    /// True the first time an event id is seen.
+    async fn record_stripe_event(&self, id: &str, kind: &str) -> Result<bool>;
+}
+
+#[async_trait]
+pub trait Store: PaymentStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// Succeeds once the database answers.

@@ -351,6 +351,8 @@ pub struct SessionRecord {
     pub remote_start_deadline: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Read from the store; written only through [`super::PaymentStore`].
+    pub payment: SessionPayment,
 }
 
 /// Why a session could not be created.
@@ -358,4 +360,66 @@ pub struct SessionRecord {
 pub enum SessionConflict {
     UserHasActiveSession,
     ConnectorBusy,
+}
+
+/// A balance check, kept whatever its outcome.
+#[derive(Debug, Clone)]
+pub struct BalanceCheckRecord {
+    pub id: String,
+    pub user_id: String,
+    pub wallet_address: String,
+    pub chain: String,
+    pub currency: String,
+    pub requested_amount_minor: i64,
+    pub actual_balance_minor: Option<i64>,
+    /// SUFFICIENT, INSUFFICIENT or ERROR.
+    pub status: String,
+    pub provider: String,
+    pub error_message: Option<String>,
+    pub metadata: serde_json::Value,
+    pub session_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub const LINK_PENDING: &str = "pending";
+pub const LINK_PAID: &str = "paid";
+pub const LINK_EXPIRED: &str = "expired";
+pub const LINK_FAILED: &str = "failed";
+
+#[derive(Debug, Clone)]
+pub struct PaymentLinkRecord {
+    pub id: String,
+    pub session_id: String,
+    pub user_id: String,
+    pub provider: String,
+    /// The provider's own id (a Stripe Checkout Session id).
+    pub provider_ref: Option<String>,
+    pub url: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub status: String,
+    pub metadata: serde_json::Value,
+    pub expires_at: DateTime<Utc>,
+    pub paid_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One leg of a ledger movement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub account: String,
+    pub currency: String,
+    pub amount_minor: i64,
+}
+
+/// A session's payment details (sessions started through the payment API).
+#[derive(Debug, Clone, Default)]
+pub struct SessionPayment {
+    pub wallet_address: Option<String>,
+    pub chain: Option<String>,
+    pub balance_check_id: Option<String>,
+    /// The payment step (hold release, payment link) is still owed.
+    pub payment_due: bool,
 }

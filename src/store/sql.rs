@@ -204,7 +204,7 @@ macro_rules! sql_store {
         #[doc = $backend]
         /// implementation of [`Store`].
         pub struct $Store {
-            pool: sqlx::Pool<$DB>,
+            pub(super) pool: sqlx::Pool<$DB>,
             writer: Writer<WriteOp, WriteOut>,
         }
 
@@ -567,6 +567,7 @@ macro_rules! sql_store {
                     remote_start_deadline: None,
                     created_at: now,
                     updated_at: now,
+                    payment: Default::default(),
                 };
                 Self::insert_session(c, &session).await
             }
@@ -735,6 +736,12 @@ macro_rules! sql_store {
                     remote_start_deadline: row.try_get("remote_start_deadline")?,
                     created_at: row.try_get("created_at")?,
                     updated_at: row.try_get("updated_at")?,
+                    payment: SessionPayment {
+                        wallet_address: row.try_get("wallet_address")?,
+                        chain: row.try_get("chain")?,
+                        balance_check_id: row.try_get("balance_check_id")?,
+                        payment_due: row.try_get("payment_due")?,
+                    },
                 })
             }
 

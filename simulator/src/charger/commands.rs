@@ -111,7 +111,6 @@ const NOT_SUPPORTED: &[&str] = &[
 
 impl Charger {
     pub(super) fn on_call(&mut self, _id: &str, action: &str, p: &Value) -> Answer {
-        tracing::debug!("server call {action} {p}");
         let result = match action {
             "RemoteStartTransaction" => self.remote_start(p),
             "RemoteStopTransaction" => self.remote_stop(p),
@@ -580,10 +579,9 @@ impl Charger {
                 transaction_id: self.tx_ids.get(&t.local).map(|&i| i as i64),
                 start: t.start,
             });
-        let hw = self.cfg.model.max_power_w;
         let schedule = self
             .profiles
-            .composite(c, now, duration, tx, self.cfg.model.kind, hw, amps);
+            .composite(c, now, duration, tx, self.cfg.model, amps);
         Ok(ok(json!({
             "status": "Accepted",
             "connectorId": c,

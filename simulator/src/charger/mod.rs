@@ -497,12 +497,25 @@ impl Charger {
             tracing::debug!("disconnected");
         }
         if let Some(f) = self.in_flight.take() {
-            if f.out.survives_outage() {
-                self.outbox.put_back(f.out);
-            }
+            self.outbox.put_back(f.out);
         }
+        self.authorize_offline();
         self.outbox.on_disconnect();
         self.schedule_reconnect();
+    }
+
+    /// Authorize requests the server will now never answer: decide offline, as
+    /// chargers with offline authorization do, rather than leave the driver waiting.
+    fn authorize_offline(&mut self) {
+        let pending: Vec<(u32, String)> = self
+            .outbox
+            .iter()
+            .filter(|m| m.action == "Authorize")
+            .filter_map(|m| Some((m.connector?, m.payload["idTag"].as_str()?.to_string())))
+            .collect();
+        for (connector, tag) in pending {
+            self.authorized(connector as usize - 1, tag);
+        }
     }
 
     async fn close(&mut self) {
@@ -520,6 +533,7 @@ impl Charger {
         let Some(ws) = self.conn.as_mut() else {
             return false;
         };
+        tracing::debug!(">> {text}");
         match ws.send(Message::text(text)).await {
             Ok(()) => true,
             Err(e) => {
@@ -637,6 +651,7 @@ impl Charger {
             // tungstenite answers pings by itself.
             _ => return,
         };
+        tracing::debug!("<< {text}");
         match Frame::parse(&text) {
             Ok(Frame::Call {
                 id,
@@ -703,10 +718,7 @@ impl Charger {
                         }
                         self.note_fault(again.tx, "lost-answer");
                         self.outbox.put_back(again);
-                        self.conn = None;
-                        self.rec.stats.connected.fetch_sub(1, Ordering::Relaxed);
-                        self.rec.stats.disconnects.fetch_add(1, Ordering::Relaxed);
-                        self.outbox.on_disconnect();
+                        self.on_disconnect();
                         self.reconnect_at = Instant::now() + self.cfg.reconnect_delay;
                         return;
                     }

@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 
 use crate::protocol::{parse_timestamp, timestamp};
-use crate::vehicle::PowerKind;
+use crate::vehicle::{ChargerModel, PowerKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
@@ -285,10 +285,10 @@ impl Profiles {
         from: DateTime<Utc>,
         duration_s: i64,
         tx: Option<TxContext>,
-        kind: PowerKind,
-        hw_max: f64,
+        hardware: ChargerModel,
         amps: bool,
     ) -> Value {
+        let (kind, hw_max) = (hardware.kind, hardware.max_power_w);
         let to = from + Duration::seconds(duration_s);
         let mut points = vec![from];
         for p in &self.list {
@@ -387,7 +387,7 @@ mod tests {
             .unwrap(),
         );
         assert_eq!(ps.limit_w(1, now, tx, AC, 22_000.0), 15_000.0);
-        let c = ps.composite(1, now, 1200, tx, AC, 22_000.0, false);
+        let c = ps.composite(1, now, 1200, tx, ChargerModel::default(), false);
         let periods = c["chargingSchedulePeriod"].as_array().unwrap();
         assert_eq!(periods.len(), 2);
         assert_eq!(periods[1]["startPeriod"], 600);
