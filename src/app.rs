@@ -41,12 +41,14 @@ impl Application {
         let config = Arc::new(config);
         let registry = Registry::default();
         let engine = crate::engine::Engine::new(store.clone(), registry.clone(), config.clone());
+        let payments = crate::payments::Payments::new(store.clone(), engine.clone(), config.clone())?;
         let state = AppState {
             connection_slots: Arc::new(Semaphore::new(config.max_chargers)),
             config,
             store,
             registry,
             engine,
+            payments,
             jwt: Arc::new(jwt),
             handshake_failures: Arc::new(FailureLimiter::new(10, Duration::from_secs(60))),
             shutdown,
@@ -109,6 +111,7 @@ impl Application {
                 .clone()
                 .sweep_remote_starts(Duration::from_secs(2)),
         );
+        let payment_sweeper = tokio::spawn(state.payments.clone().sweep(Duration::from_secs(1)));
         let handle = axum_server::Handle::new();
         let stopper = {
             let handle = handle.clone();
@@ -146,6 +149,7 @@ impl Application {
         }
         let _ = stopper.await;
         sweeper.abort();
+        payment_sweeper.abort();
         state.store.flush().await.context("flushing the store")?;
         tracing::info!("stopped");
         Ok(())

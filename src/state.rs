@@ -13,6 +13,7 @@ pub struct AppState {
     pub store: SharedStore,
     pub registry: Registry,
     pub engine: crate::engine::Engine,
+    pub payments: crate::payments::Payments,
     pub jwt: Arc<crate::api::auth::JwtKeys>,
     /// Failed charger handshakes per identity and per address.
     pub handshake_failures: Arc<FailureLimiter>,

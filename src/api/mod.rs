@@ -6,6 +6,7 @@ pub mod auth;
 pub mod charging;
 pub mod error;
 pub mod extract;
+pub mod payments;
 
 use crate::state::AppState;
 use axum::extract::State;
@@ -20,6 +21,7 @@ pub fn router() -> Router<AppState> {
         .merge(auth::routes::router())
         .merge(charging::router())
         .merge(admin::router())
+        .merge(payments::router())
         .fallback(not_found)
 }
 

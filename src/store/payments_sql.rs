@@ -106,7 +106,7 @@ macro_rules! payment_store {
             }
 
             async fn ledger_balance(&self, account: &str, currency: &str) -> Result<i64> {
-                let row = sqlx::query("SELECT COALESCE(SUM(amount_minor), 0) FROM ledger_entries WHERE account = $1 AND currency = $2")
+                let row = sqlx::query("SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM ledger_entries WHERE account = $1 AND currency = $2")
                     .bind(account)
                     .bind(currency)
                     .fetch_one(&self.pool)
@@ -116,7 +116,7 @@ macro_rules! payment_store {
 
             async fn ledger_accounts(&self, prefix: &str) -> Result<Vec<(String, String, i64)>> {
                 let rows = sqlx::query(
-                    "SELECT account, currency, SUM(amount_minor) AS balance FROM ledger_entries \
+                    "SELECT account, currency, CAST(SUM(amount_minor) AS BIGINT) AS balance FROM ledger_entries \
                      WHERE substr(account, 1, length($1)) = $1 GROUP BY account, currency ORDER BY account, currency",
                 )
                 .bind(prefix)

@@ -1,0 +1,317 @@
+//! The payment API (`/api/v1/...`): sessions started after a balance check
+//! and stopped with a payment link, the audit trail, Stripe's webhook, the
+//! server's own pay page, and operators' wallet credits.
+
+use super::error::{ok, ApiError, ApiResult};
+use super::extract::{AdminUser, AuthUser, Body};
+use crate::engine::money::{major_json, parse_amount_minor, parse_currency};
+use crate::engine::view::session_json;
+use crate::payments::service::{balance_check_json, link_json, PaidStart, PaymentError, StopResult};
+use crate::state::AppState;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use serde_json::{json, Value};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/session/start", post(start))
+        .route("/api/v1/session/stop", post(stop))
+        .route("/api/v1/user/balance-check/{id}", get(one_check))
+        .route("/api/v1/user/{user_id}/balance-checks", get(checks))
+        .route("/api/v1/user/{user_id}/sessions", get(sessions))
+        .route("/api/v1/user/{user_id}/wallet", get(wallet))
+        .route("/api/v1/payment-links/{id}", get(one_link))
+        .route("/api/v1/payment-links/{id}/recreate", post(recreate))
+        .route("/api/v1/webhooks/stripe", post(stripe_webhook))
+        .route("/api/admin/users/{id}/wallet/credit", post(credit))
+        .route("/pay/{id}", get(pay_page).post(pay))
+}
+
+impl From<PaymentError> for ApiError {
+    fn from(e: PaymentError) -> Self {
+        let message = e.to_string();
+        match e {
+            PaymentError::Insufficient(check) | PaymentError::CheckFailed(check) => {
+                let code = if check.status == "INSUFFICIENT" { "INSUFFICIENT_BALANCE" } else { "BALANCE_CHECK_FAILED" };
+                ApiError::new(StatusCode::PAYMENT_REQUIRED, code, message).with_details(json!({
+                    "balanceCheckId": check.id,
+                    "balanceStatus": check.status,
+                    "balanceCheck": balance_check_json(&check),
+                }))
+            }
+            PaymentError::LinkNotFound => ApiError::not_found(message),
+            PaymentError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "PAYMENT_CONFLICT", message),
+            PaymentError::Provider(_) => ApiError::new(StatusCode::BAD_GATEWAY, "PAYMENT_PROVIDER_ERROR", message),
+            PaymentError::Engine(e) => e.into(),
+        }
+    }
+}
+
+/// A 402 carries `data: {balanceCheckId, balanceStatus}` beside the error,
+/// as the contract names it.
+fn payment_error(e: PaymentError) -> Response {
+    let error: ApiError = e.into();
+    if error.status == StatusCode::PAYMENT_REQUIRED {
+        let data = json!({ "balanceCheckId": error.details["balanceCheckId"], "balanceStatus": error.details["balanceStatus"] });
+        let body = json!({ "success": false, "error": error.message, "code": error.code, "details": error.details, "data": data });
+        return (StatusCode::PAYMENT_REQUIRED, Json(body)).into_response();
+    }
+    error.into_response()
+}
+
+async fn start(State(state): State<AppState>, user: AuthUser, Body(body): Body) -> Response {
+    let result = async {
+        let user_id = body.string("userId")?;
+        user.may_act_for(&user_id)?;
+        let request = PaidStart {
+            user_id,
+            charger_id: body.string("chargerId")?,
+            wallet_address: body.string("walletAddress")?,
+            chain: body.string("chain")?,
+            expected_max_cost: body.raw("expectedMaxCost").cloned().ok_or_else(|| ApiError::invalid("expectedMaxCost", "expectedMaxCost is required"))?,
+            connector_id: body.connector("connectorId")?.unwrap_or_else(|| "connector-1".into()),
+            metadata: body.raw("metadata").cloned().unwrap_or(json!({})),
+        };
+        if request.wallet_address.len() > 128 || request.chain.len() > 64 {
+            return Err(ApiError::invalid("walletAddress", "walletAddress or chain is too long"));
+        }
+        if !request.metadata.is_object() {
+            return Err(ApiError::invalid("metadata", "metadata must be an object"));
+        }
+        Ok(request)
+    }
+    .await;
+    let request = match result {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match state.payments.start(request).await {
+        Ok((session, check)) => (
+            StatusCode::CREATED,
+            ok(json!({
+                "sessionId": session.id,
+                "status": session.status,
+                "balanceCheckId": check.id,
+                "balanceStatus": check.status,
+                "userId": session.user_id,
+                "chargerId": session.station_id,
+                "connectorId": session.connector_id,
+                "session": session_json(&session, Utc::now()),
+                "balanceCheck": balance_check_json(&check),
+            })),
+        )
+            .into_response(),
+        Err(e) => payment_error(e),
+    }
+}
+
+async fn stop(State(state): State<AppState>, user: AuthUser, Body(body): Body) -> Response {
+    let parsed = async {
+        let user_id = body.string("userId")?;
+        user.may_act_for(&user_id)?;
+        let session_id = body.string("sessionId")?;
+        // finalCost is honoured from an admin only; a driver's is ignored.
+        let final_cost = match (body.raw("finalCost"), user.is_admin()) {
+            (Some(value), true) => {
+                let session = state.store.session(&session_id).await?.ok_or_else(|| ApiError::from(crate::engine::EngineError::SessionNotFound))?;
+                Some(parse_amount_minor(value, &session.currency).filter(|m| *m >= 0).ok_or_else(|| ApiError::invalid("finalCost", "finalCost must be a non-negative amount"))?)
+            }
+            _ => None,
+        };
+        if let Some(session) = state.store.session(&session_id).await? {
+            if session.user_id != user_id {
+                return Err(ApiError::forbidden("This session belongs to another user"));
+            }
+        }
+        Ok::<_, ApiError>((session_id, final_cost))
+    }
+    .await;
+    let (session_id, final_cost) = match parsed {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    match state.payments.stop(&user.caller(), &session_id, final_cost).await {
+        Ok(StopResult::Stopping { session }) => {
+            (StatusCode::ACCEPTED, ok(json!({ "sessionId": session.id, "status": "stopping", "session": session_json(&session, Utc::now()) }))).into_response()
+        }
+        Ok(StopResult::Done { session, link }) => {
+            let cost = if session.status == "cancelled" { 0 } else { link.as_ref().map(|l| l.amount_minor).unwrap_or(session.cost_minor) };
+            ok(json!({
+                "sessionId": session.id,
+                "status": session.status,
+                "totalCost": major_json(cost, &session.currency),
+                "currency": session.currency,
+                "energyDelivered": crate::engine::view::num(crate::engine::calc::round_to(session.energy_wh / 1000.0, 3)),
+                "paymentLinkId": link.as_ref().map(|l| l.id.clone()),
+                "paymentUrl": link.as_ref().map(|l| l.url.clone()),
+                "expiresAt": link.as_ref().map(|l| crate::ocpp::time::format_ms(l.expires_at)),
+                "paymentStatus": link.as_ref().map(|l| l.status.clone()),
+                "session": session_json(&session, Utc::now()),
+            }))
+            .into_response()
+        }
+        Err(e) => payment_error(e),
+    }
+}
+
+async fn checks(State(state): State<AppState>, user: AuthUser, Path(user_id): Path<String>) -> ApiResult<Json<Value>> {
+    user.may_act_for(&user_id)?;
+    let list = state.store.balance_checks_of_user(&user_id).await?;
+    Ok(ok(Value::Array(list.iter().map(balance_check_json).collect())))
+}
+
+async fn one_check(State(state): State<AppState>, user: AuthUser, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let check = state.store.balance_check(&id).await?.ok_or_else(|| ApiError::not_found("Balance check not found"))?;
+    user.may_act_for(&check.user_id)?;
+    Ok(ok(balance_check_json(&check)))
+}
+
+/// A driver's sessions, each with its payment links.
+async fn sessions(State(state): State<AppState>, user: AuthUser, Path(user_id): Path<String>) -> ApiResult<Json<Value>> {
+    user.may_act_for(&user_id)?;
+    let now = Utc::now();
+    let mut out = Vec::new();
+    for s in state.store.user_sessions(&user_id).await? {
+        let mut v = session_json(&s, now);
+        let links = state.store.payment_links_of_session(&s.id).await?;
+        v["walletAddress"] = json!(s.payment.wallet_address);
+        v["chain"] = json!(s.payment.chain);
+        v["balanceCheckId"] = json!(s.payment.balance_check_id);
+        v["paymentLinks"] = Value::Array(links.iter().map(link_json).collect());
+        out.push(v);
+    }
+    Ok(ok(Value::Array(out)))
+}
+
+async fn wallet(State(state): State<AppState>, user: AuthUser, Path(user_id): Path<String>) -> ApiResult<Json<Value>> {
+    user.may_act_for(&user_id)?;
+    let mut wallets = Vec::new();
+    for kind in ["wallet", "hold"] {
+        let prefix = format!("{kind}:{user_id}:");
+        for (account, currency, balance) in state.store.ledger_accounts(&prefix).await? {
+            wallets.push(json!({
+                "walletAddress": account.strip_prefix(&prefix).unwrap_or(&account),
+                "kind": if kind == "wallet" { "available" } else { "held" },
+                "currency": currency,
+                "balance": major_json(balance, &currency),
+            }));
+        }
+    }
+    Ok(ok(Value::Array(wallets)))
+}
+
+async fn one_link(State(state): State<AppState>, user: AuthUser, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let link = state.store.payment_link(&id).await?.ok_or_else(|| ApiError::not_found("Payment link not found"))?;
+    user.may_act_for(&link.user_id)?;
+    Ok(ok(link_json(&link)))
+}
+
+async fn recreate(State(state): State<AppState>, user: AuthUser, Path(id): Path<String>) -> Response {
+    match state.payments.recreate(&user.caller(), &id).await {
+        Ok(link) => (StatusCode::CREATED, ok(json!({
+            "paymentLinkId": link.id,
+            "paymentUrl": link.url,
+            "expiresAt": crate::ocpp::time::format_ms(link.expires_at),
+            "link": link_json(&link),
+        })))
+            .into_response(),
+        Err(e) => payment_error(e),
+    }
+}
+
+/// Stripe's webhook: the raw body is what the signature covers.
+async fn stripe_webhook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(signature) = headers.get("stripe-signature").and_then(|v| v.to_str().ok()) else {
+        return ApiError::new(StatusCode::BAD_REQUEST, "MISSING_SIGNATURE", "Stripe-Signature header is missing").into_response();
+    };
+    match state.payments.stripe_webhook(&body, signature).await {
+        Ok(fresh) => Json(json!({ "received": true, "duplicate": !fresh })).into_response(),
+        Err(PaymentError::Provider(why)) => ApiError::new(StatusCode::BAD_REQUEST, "INVALID_WEBHOOK", why).into_response(),
+        Err(e) => payment_error(e),
+    }
+}
+
+async fn credit(State(state): State<AppState>, _admin: AdminUser, Path(user_id): Path<String>, Body(body): Body) -> ApiResult<Json<Value>> {
+    let currency = parse_currency(&body.string("currency")?).ok_or_else(|| ApiError::invalid("currency", "currency must be a three-letter ISO 4217 code"))?;
+    let amount_value = body.raw("amount").ok_or_else(|| ApiError::invalid("amount", "amount is required"))?;
+    let amount = parse_amount_minor(amount_value, &currency)
+        .filter(|m| *m > 0)
+        .ok_or_else(|| ApiError::invalid("amount", format!("amount must be a positive amount of {currency}")))?;
+    let wallet = body.opt_string("walletAddress")?.unwrap_or_else(|| crate::payments::ledger::DEFAULT_WALLET.into());
+    if wallet.len() > 128 {
+        return Err(ApiError::invalid("walletAddress", "walletAddress is too long"));
+    }
+    state.store.ensure_user(&user_id).await?;
+    let balance = state.payments.credit(&user_id, &wallet, &currency, amount).await?;
+    Ok(ok(json!({ "userId": user_id, "walletAddress": wallet.to_lowercase(), "currency": currency, "balance": major_json(balance, &currency) })))
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// The server's own pay page: the session and the amount, and a button that
+/// settles it from the driver's prepaid wallet. The link id, unguessable and
+/// short-lived, is the capability, as with any payment link.
+async fn pay_page(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    render(&state, &id, None).await
+}
+
+async fn pay(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let notice = match state.payments.pay_from_wallet(&id).await {
+        Ok(_) => "Payment received. Thank you!".to_owned(),
+        Err(e) => format!("Payment not made: {e}"),
+    };
+    render(&state, &id, Some(notice)).await
+}
+
+async fn render(state: &AppState, id: &str, notice: Option<String>) -> Response {
+    let link = match state.store.payment_link(id).await {
+        Ok(Some(link)) => link,
+        Ok(None) => return (StatusCode::NOT_FOUND, Html(page("Payment link not found", "<p>This payment link does not exist.</p>"))).into_response(),
+        Err(e) => return ApiError::internal(e).into_response(),
+    };
+    let session = state.store.session(&link.session_id).await.ok().flatten();
+    let amount = format!("{} {}", major_json(link.amount_minor, &link.currency), link.currency);
+    let expired = link.status == "pending" && link.expires_at <= Utc::now();
+    let status = if expired { "expired".to_owned() } else { link.status.clone() };
+    let mut rows = format!("<tr><th>Amount</th><td id=\"amount\">{}</td></tr>", escape(&amount));
+    if let Some(s) = &session {
+        rows.push_str(&format!(
+            "<tr><th>Station</th><td>{}</td></tr><tr><th>Energy</th><td>{} kWh</td></tr><tr><th>Started</th><td>{}</td></tr><tr><th>Ended</th><td>{}</td></tr>",
+            escape(&s.station_name),
+            crate::engine::calc::round_to(s.energy_wh / 1000.0, 3),
+            crate::ocpp::time::format_ms(s.start_time),
+            s.end_time.map(crate::ocpp::time::format_ms).unwrap_or_default(),
+        ));
+    }
+    rows.push_str(&format!(
+        "<tr><th>Status</th><td id=\"status\">{}</td></tr><tr><th>Pay before</th><td>{}</td></tr>",
+        escape(&status),
+        crate::ocpp::time::format_ms(link.expires_at)
+    ));
+    let action = if status == "pending" && link.provider == "local" {
+        format!("<form method=\"post\" action=\"/pay/{}\"><button id=\"pay\" type=\"submit\">Pay {} from my wallet</button></form>", escape(&link.id), escape(&amount))
+    } else if status == "pending" {
+        format!("<p><a id=\"pay\" href=\"{}\">Pay {}</a></p>", escape(&link.url), escape(&amount))
+    } else {
+        String::new()
+    };
+    let notice = notice.map(|n| format!("<p id=\"notice\">{}</p>", escape(&n))).unwrap_or_default();
+    let body = format!("{notice}<table>{rows}</table>{action}");
+    Html(page("Pay for your charging session", &body)).into_response()
+}
+
+fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title}</title><style>body{{font-family:system-ui,sans-serif;max-width:32rem;margin:2rem auto;padding:0 1rem}}\
+         th{{text-align:left;padding-right:1rem}}button{{font-size:1.1rem;padding:.6rem 1.2rem}}#notice{{font-weight:bold}}</style></head>\
+         <body><h1>{title}</h1>{body}</body></html>"
+    )
+}
