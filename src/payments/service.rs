@@ -72,6 +72,8 @@ pub struct Payments {
     engine: Engine,
     config: Arc<Config>,
     evm: Option<Arc<super::evm::EvmBalanceProvider>>,
+    /// Chains whose balances the EVM provider reads (lower case).
+    evm_chains: Arc<Vec<String>>,
     links: Arc<dyn LinkProvider>,
 }
 
@@ -94,7 +96,7 @@ impl Payments {
             Some(Arc::new(provider))
         };
         let links = links::from_config(&config, store.clone())?;
-        Ok(Payments { store, engine, config, evm, links })
+        Ok(Payments { store, engine, config, evm, evm_chains: Arc::new(evm_chains), links })
     }
 
     fn evm_chains(config: &Config) -> anyhow::Result<Vec<String>> {
@@ -111,8 +113,7 @@ impl Payments {
     }
 
     pub fn provider_for(&self, chain: &str) -> &'static str {
-        let chains = Self::evm_chains(&self.config).unwrap_or_default();
-        if chains.contains(&chain.to_lowercase()) {
+        if self.evm_chains.contains(&chain.to_lowercase()) {
             "evm"
         } else {
             "ledger"
