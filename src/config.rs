@@ -23,11 +23,11 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// `sqlite://PATH` or `postgres://...`.
-    #[arg(long, env = "CSMS_DATABASE_URL", default_value = "sqlite://csms.db")]
+    #[arg(long, env = "CSMS_DATABASE_URL", default_value = "sqlite://csms.db", global = true)]
     pub database_url: String,
 
     /// HS256 secret for bearer tokens; generated once and kept in the database when unset.
-    #[arg(long, env = "CSMS_JWT_SECRET", hide_env_values = true)]
+    #[arg(long, env = "CSMS_JWT_SECRET", hide_env_values = true, global = true)]
     pub jwt_secret: Option<String>,
 
     /// What to do with charger identities nobody registered.

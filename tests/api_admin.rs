@@ -12,13 +12,16 @@ on_both_backends!(
     putting_a_station_sets_its_tariff_and_never_shows_its_password,
     a_charger_given_a_password_must_use_basic_auth,
     station_validation_is_400_naming_the_field_and_writes_nothing,
+    station_ids_beyond_48_characters_are_refused_however_they_are_spelled,
     the_station_list_shows_live_charger_state,
     a_fresh_database_lists_the_demo_station,
     an_operator_accepts_a_pending_charger,
     putting_a_user_creates_and_updates_it,
     user_validation_and_email_conflicts,
+    concurrent_puts_of_one_email_for_two_users_are_409_not_500,
     id_tags_put_by_an_operator_decide_what_authorize_answers,
     id_tag_validation_is_400_or_404_and_writes_nothing,
+    id_tags_are_case_insensitive_as_ocpp_defines_them,
     a_reset_reaches_the_charger_and_its_answer_comes_back,
     other_commands_reach_the_charger_likewise,
     a_command_that_breaks_the_schema_is_400_and_never_sent,
@@ -278,6 +281,39 @@ async fn station_validation_is_400_naming_the_field_and_writes_nothing(backend: 
     server.stop().await;
 }
 
+/// A station id doubles as a charger identity (at most 48 characters, one
+/// path segment). The id the API stores is the decoded path segment; however
+/// it was spelled in the URL, one that is too long is refused.
+async fn station_ids_beyond_48_characters_are_refused_however_they_are_spelled(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let token = admin(&server);
+    let valid = json!({"name": "Valid", "pricePerKWh": 100, "currency": "NGN"});
+    let mut accepted = Vec::new();
+    for (spelled, stored) in [
+        // 52 characters with an encoded slash: "AAAA…A/x".
+        (format!("{}%2Fx", "A".repeat(50)), format!("{}/x", "A".repeat(50))),
+        // 60 characters of "%41" (an encoded percent sign, then "41").
+        ("%2541".repeat(20), "%41".repeat(20)),
+    ] {
+        assert!(stored.chars().count() > 48);
+        let (status, body) = server
+            .api("PUT", &format!("/api/admin/stations/{spelled}"), Some(&token), Some(valid.clone()))
+            .await;
+        if status != 400 || body["details"]["field"] != "id" {
+            accepted.push(format!("{spelled} → {status} {body}"));
+        }
+    }
+    let stored: Vec<String> = stations(&server)
+        .await
+        .iter()
+        .filter_map(|s| s["id"].as_str().map(str::to_owned))
+        .filter(|id| id.chars().count() > 48)
+        .collect();
+    assert_eq!(stored, Vec::<String>::new(), "no station id over 48 characters is stored");
+    assert!(accepted.is_empty(), "each is a 400 naming id: {accepted:#?}");
+    server.stop().await;
+}
+
 fn connector<'a>(station: &'a Value, id: i64) -> &'a Value {
     station["connectors"]
         .as_array()
@@ -498,6 +534,44 @@ async fn user_validation_and_email_conflicts(backend: Backend) {
     server.stop().await;
 }
 
+async fn concurrent_puts_of_one_email_for_two_users_are_409_not_500(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let token = admin(&server);
+    let attempts: Vec<_> = (0..8)
+        .map(|n| {
+            api_in_background(
+                &server,
+                "PUT",
+                &format!("/api/admin/users/racer-{n}"),
+                &token,
+                json!({"name": format!("Racer {n}"), "email": "shared@example.com", "role": "driver"}),
+            )
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for attempt in attempts {
+        let (status, body) = attempt.await.unwrap();
+        if status == 409 {
+            assert_eq!(body["code"], "EMAIL_TAKEN", "{body}");
+        }
+        statuses.push(status);
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 409),
+        "only 200 or 409, never 500: {statuses:?}"
+    );
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
+    let (_, users) = server.api("GET", "/api/admin/users", Some(&token), None).await;
+    let holders = users["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["email"] == "shared@example.com")
+        .count();
+    assert_eq!(holders, 1, "{users}");
+    server.stop().await;
+}
+
 async fn authorize(charger: &mut TestCharger, tag: &str) -> Value {
     charger.call("Authorize", json!({"idTag": tag})).await["idTagInfo"].clone()
 }
@@ -604,6 +678,28 @@ async fn id_tag_validation_is_400_or_404_and_writes_nothing(backend: Backend) {
     // 20 characters is the most, and fine.
     let (status, body) = put_tag(&server, &"T".repeat(20), json!({"userId": "tagger"})).await;
     assert_eq!(status, 200, "{body}");
+    server.stop().await;
+}
+
+/// OCPP 1.6 idTags are CiString20Type: case-insensitive. A tag an operator
+/// registered answers Accepted whatever case a charger's reader sends it in.
+async fn id_tags_are_case_insensitive_as_ocpp_defines_them(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    server.user_with_tag("reader-user", "OTHER-TAG").await;
+    let (status, body) = put_tag(&server, "04a1b2c3d4", json!({"userId": "reader-user"})).await;
+    assert_eq!(status, 200, "{body}");
+    let mut charger = server.booted_charger("CP-CASE").await;
+    assert_eq!(authorize(&mut charger, "04a1b2c3d4").await["status"], "Accepted");
+    assert_eq!(
+        authorize(&mut charger, "04A1B2C3D4").await["status"],
+        "Accepted",
+        "the same tag in upper case is the same tag"
+    );
+    // Blocking it in one spelling blocks it in every spelling.
+    let (status, body) =
+        put_tag(&server, "04A1B2C3D4", json!({"userId": "reader-user", "status": "Blocked"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(authorize(&mut charger, "04a1b2c3d4").await["status"], "Blocked");
     server.stop().await;
 }
 

@@ -16,6 +16,7 @@ on_both_backends!(
     login_with_the_right_password_answers_a_working_token,
     a_wrong_password_or_an_unknown_email_is_401_invalid_credentials,
     a_duplicate_email_is_409,
+    concurrent_registrations_of_one_email_make_one_account,
     malformed_registrations_are_400_naming_the_field_and_write_nothing,
     a_request_without_a_token_is_401_missing_token,
     a_token_signed_with_another_secret_is_401,
@@ -185,6 +186,49 @@ async fn a_duplicate_email_is_409(backend: Backend) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["user"]["id"], first_id.as_str());
     assert_eq!(body["data"]["user"]["name"], "Driver");
+    server.stop().await;
+}
+
+async fn concurrent_registrations_of_one_email_make_one_account(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let url = server.http_url("/api/auth/register");
+    let attempts: Vec<_> = (0..6)
+        .map(|n| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let response = http()
+                    .post(url)
+                    .json(&json!({"email": "race@example.com", "password": format!("password-{n}-long"), "name": format!("Racer {n}")}))
+                    .send()
+                    .await
+                    .expect("HTTP request");
+                let status = response.status().as_u16();
+                (status, response.json::<Value>().await.expect("JSON body"))
+            })
+        })
+        .collect();
+    let mut created = Vec::new();
+    for attempt in attempts {
+        let (status, body) = attempt.await.unwrap();
+        match status {
+            201 => created.push(body),
+            409 => assert_eq!(body["code"], "EMAIL_TAKEN", "{body}"),
+            other => panic!("only 201 or 409, got {other}: {body}"),
+        }
+    }
+    assert_eq!(created.len(), 1, "exactly one account: {created:?}");
+    let name = created[0]["data"]["user"]["name"].as_str().unwrap();
+    let n: String = name.chars().filter(char::is_ascii_digit).collect();
+    let (status, body) = server
+        .api(
+            "POST",
+            "/api/auth/login",
+            None,
+            Some(json!({"email": "race@example.com", "password": format!("password-{n}-long")})),
+        )
+        .await;
+    assert_eq!(status, 200, "the winner's password logs in: {body}");
+    assert_eq!(body["data"]["user"]["id"], created[0]["data"]["user"]["id"]);
     server.stop().await;
 }
 

@@ -43,8 +43,7 @@ pub fn router() -> Router<AppState> {
 
 fn check_station_id(id: &str) -> ApiResult<()> {
     // A station id doubles as its charger's OCPP identity.
-    crate::charger::handshake::identity_from_path(&format!("/ocpp/{id}"))
-        .map(|_| ())
+    crate::charger::handshake::validate_identity(id)
         .map_err(|why| ApiError::invalid("id", why))
 }
 
@@ -143,7 +142,7 @@ async fn put_station(
     let currency = parse_currency(&body.string("currency")?).ok_or_else(|| {
         ApiError::invalid("currency", "currency must be a three-letter ISO 4217 code")
     })?;
-    let password = body.opt_string("ocppPassword")?;
+    let password = body.opt_secret("ocppPassword")?;
     if let Some(p) = &password {
         // OCPP's AuthorizationKey is 16 to 40 characters; allow a little slack below.
         if p.chars().count() < 8 || p.chars().count() > 64 {
@@ -350,7 +349,14 @@ async fn put_user(
             .map(|u| u.created_at)
             .unwrap_or_else(crate::ocpp::time::now_ms),
     };
-    state.store.upsert_user(&user).await?;
+    state.store.upsert_user(&user).await.map_err(|e| {
+        // Two requests racing for one email: the unique index decides.
+        if format!("{e:#}").to_lowercase().contains("unique") {
+            ApiError::new(StatusCode::CONFLICT, "EMAIL_TAKEN", "Another user has this email")
+        } else {
+            ApiError::internal(e)
+        }
+    })?;
     let stored = state
         .store
         .user(&id)
@@ -426,5 +432,6 @@ async fn put_id_tag(
             .unwrap_or_else(crate::ocpp::time::now_ms),
     };
     state.store.upsert_id_tag(&record).await?;
-    Ok(ok(id_tag_json(&record)))
+    let stored = state.store.id_tag(&tag).await?.unwrap_or(record);
+    Ok(ok(id_tag_json(&stored)))
 }

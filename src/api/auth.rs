@@ -171,7 +171,7 @@ pub mod routes {
         Body(body): Body,
     ) -> ApiResult<(StatusCode, Json<Value>)> {
         let email = body.string("email")?.to_lowercase();
-        let password = body.string("password")?;
+        let password = body.secret("password")?;
         let name = body.string("name")?;
         if !valid_email(&email) {
             return Err(ApiError::invalid("email", "email is not a valid address"));
@@ -227,7 +227,7 @@ pub mod routes {
 
     async fn login(State(state): State<AppState>, Body(body): Body) -> ApiResult<Json<Value>> {
         let email = body.string("email")?.to_lowercase();
-        let password = body.string("password")?;
+        let password = body.secret("password")?;
         let invalid = || ApiError::unauthorized("INVALID_CREDENTIALS", "Invalid email or password");
         let user = state
             .store

@@ -26,16 +26,23 @@ pub fn identity_from_path(path: &str) -> Result<String, &'static str> {
     let decoded = percent_encoding::percent_decode_str(segment)
         .decode_utf8()
         .map_err(|_| "identity is not UTF-8")?;
-    if decoded.is_empty() {
+    validate_identity(&decoded)?;
+    Ok(decoded.into_owned())
+}
+
+/// A charger identity as stored: 1 to 48 characters, no control characters
+/// and no `/` (it must be reachable as one path segment).
+pub fn validate_identity(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() {
         return Err("empty charger identity");
     }
-    if decoded.chars().count() > MAX_IDENTITY_LEN {
+    if id.chars().count() > MAX_IDENTITY_LEN {
         return Err("charger identity longer than 48 characters");
     }
-    if decoded.chars().any(char::is_control) {
-        return Err("charger identity contains control characters");
+    if id.chars().any(|c| c.is_control() || c == '/') {
+        return Err("charger identity contains control characters or '/'");
     }
-    Ok(decoded.into_owned())
+    Ok(())
 }
 
 fn refuse(status: StatusCode, why: &str) -> Response {

@@ -97,6 +97,12 @@ pub struct UserRecord {
     pub created_at: DateTime<Utc>,
 }
 
+/// OCPP idTokens are CiString20: case-insensitive. Tags are stored and
+/// looked up in ASCII upper case, so `04a1b2` and `04A1B2` are one tag.
+pub fn normalize_id_tag(tag: &str) -> String {
+    tag.trim().to_ascii_uppercase()
+}
+
 /// An RFID-style identifier (RFID card, app token) a charger authorizes with.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]

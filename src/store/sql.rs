@@ -442,8 +442,8 @@ macro_rules! sql_store {
                 }
                 let mut id_tag_status = tx.id_tag_status.clone();
                 if id_tag_status == "Accepted" {
-                    let busy = sqlx::query("SELECT id FROM transactions WHERE id_tag = $1 AND status = $2 LIMIT 1")
-                        .bind(&tx.id_tag)
+                    let busy = sqlx::query("SELECT id FROM transactions WHERE upper(id_tag) = $1 AND status = $2 LIMIT 1")
+                        .bind(normalize_id_tag(&tx.id_tag))
                         .bind(TX_ACTIVE)
                         .fetch_optional(&mut *c)
                         .await?;
@@ -492,7 +492,7 @@ macro_rules! sql_store {
             /// remote start at this charger if there is one, else a new OCPP
             /// session when the idTag belongs to a driver without one.
             async fn bind_session(c: &mut $Conn, tx: &NewTransaction, transaction_id: i64, id_tag_status: &str) -> Result<()> {
-                let owner = sqlx::query("SELECT user_id FROM id_tags WHERE id_tag = $1").bind(&tx.id_tag).fetch_optional(&mut *c).await?;
+                let owner = sqlx::query("SELECT user_id FROM id_tags WHERE id_tag = $1").bind(normalize_id_tag(&tx.id_tag)).fetch_optional(&mut *c).await?;
                 let Some(user_id) = owner.map(|r| r.try_get::<Option<String>, _>(0)).transpose()?.flatten() else {
                     return Ok(());
                 };
@@ -1134,7 +1134,7 @@ macro_rules! sql_store {
                      ON CONFLICT (id_tag) DO UPDATE SET user_id = excluded.user_id, status = excluded.status, \
                          expiry_date = excluded.expiry_date, parent_id_tag = excluded.parent_id_tag",
                 )
-                .bind(&t.id_tag)
+                .bind(normalize_id_tag(&t.id_tag))
                 .bind(&t.user_id)
                 .bind(&t.status)
                 .bind(t.expiry_date)
@@ -1146,7 +1146,7 @@ macro_rules! sql_store {
             }
 
             async fn id_tag(&self, id_tag: &str) -> Result<Option<IdTagRecord>> {
-                let row = sqlx::query("SELECT * FROM id_tags WHERE id_tag = $1").bind(id_tag).fetch_optional(&self.pool).await?;
+                let row = sqlx::query("SELECT * FROM id_tags WHERE id_tag = $1").bind(normalize_id_tag(id_tag)).fetch_optional(&self.pool).await?;
                 row.as_ref().map(Self::id_tag_from_row).transpose()
             }
 
