@@ -314,7 +314,7 @@ async fn station_ids_beyond_48_characters_are_refused_however_they_are_spelled(b
     server.stop().await;
 }
 
-fn connector<'a>(station: &'a Value, id: i64) -> &'a Value {
+fn connector(station: &Value, id: i64) -> &Value {
     station["connectors"]
         .as_array()
         .expect("connectors is a list")

@@ -136,10 +136,10 @@ async fn stop(State(state): State<AppState>, user: AuthUser, Body(body): Body) -
         Err(e) => return e.into_response(),
     };
     match state.payments.stop(&user.caller(), &session_id, final_cost).await {
-        Ok(StopResult::Stopping { session }) => {
+        Ok(StopResult { session, stopping: true, .. }) => {
             (StatusCode::ACCEPTED, ok(json!({ "sessionId": session.id, "status": "stopping", "session": session_json(&session, Utc::now()) }))).into_response()
         }
-        Ok(StopResult::Done { session, link }) => {
+        Ok(StopResult { session, link, .. }) => {
             let cost = if session.status == "cancelled" { 0 } else { link.as_ref().map(|l| l.amount_minor).unwrap_or(session.cost_minor) };
             ok(json!({
                 "sessionId": session.id,

@@ -39,8 +39,18 @@ pub fn from_config(config: &Config, _store: SharedStore) -> Result<Arc<dyn LinkP
     }
 }
 
-fn record(session: &SessionRecord, id: String, provider: &str, provider_ref: Option<String>, url: String, amount: i64, metadata: &Value, expires_at: chrono::DateTime<chrono::Utc>) -> PaymentLinkRecord {
+/// Where a provider's link lives; the rest of the record comes from the session.
+struct Made {
+    id: String,
+    provider: &'static str,
+    provider_ref: Option<String>,
+    url: String,
+    expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+fn record(session: &SessionRecord, made: Made, amount: i64, metadata: &Value) -> PaymentLinkRecord {
     let now = now_ms();
+    let Made { id, provider, provider_ref, url, expires_at } = made;
     PaymentLinkRecord {
         id,
         session_id: session.id.clone(),
@@ -71,7 +81,7 @@ impl LinkProvider for LocalLinks {
         let id = uuid::Uuid::new_v4().to_string();
         let expires_at = now_ms() + chrono::Duration::from_std(self.ttl)?;
         let url = format!("{}/pay/{id}", self.public_url);
-        Ok(record(session, id, "local", None, url, amount_minor, metadata, expires_at))
+        Ok(record(session, Made { id, provider: "local", provider_ref: None, url, expires_at }, amount_minor, metadata))
     }
 
     async fn withdraw(&self, _link: &PaymentLinkRecord) {
@@ -114,7 +124,7 @@ impl LinkProvider for StripeLinks {
         let checkout = self.client.create_checkout_session(&request, &id).await.map_err(|e| anyhow::anyhow!("Stripe: {e}"))?;
         let url = checkout.url.clone().ok_or_else(|| anyhow::anyhow!("Stripe returned a Checkout Session without a URL"))?;
         let expires = chrono::DateTime::from_timestamp(checkout.expires_at, 0).unwrap_or_else(chrono::Utc::now);
-        Ok(record(session, id, "stripe", Some(checkout.id), url, amount_minor, metadata, expires))
+        Ok(record(session, Made { id, provider: "stripe", provider_ref: Some(checkout.id), url, expires_at: expires }, amount_minor, metadata))
     }
 
     async fn withdraw(&self, link: &PaymentLinkRecord) {

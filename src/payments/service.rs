@@ -61,9 +61,12 @@ pub struct PaidStart {
     pub metadata: Value,
 }
 
-pub enum StopResult {
-    Done { session: SessionRecord, link: Option<PaymentLinkRecord> },
-    Stopping { session: SessionRecord },
+pub struct StopResult {
+    pub session: SessionRecord,
+    /// The session's link, once it has ended and costs something.
+    pub link: Option<PaymentLinkRecord>,
+    /// The charger has not confirmed the stop yet; the link comes later.
+    pub stopping: bool,
 }
 
 #[derive(Clone)]
@@ -234,7 +237,7 @@ impl Payments {
         let session = self.engine.owned_session(caller, session_id).await?;
         let session = if session.status == SESSION_ACTIVE {
             match self.engine.end(caller, session_id, None, None).await? {
-                (session, true) => return Ok(StopResult::Stopping { session }),
+                (session, true) => return Ok(StopResult { session, link: None, stopping: true }),
                 (session, false) => session,
             }
         } else {
@@ -242,7 +245,7 @@ impl Payments {
         };
         let link = self.finalize(&session.id, final_cost).await?;
         let session = self.store.session(&session.id).await?.unwrap_or(session);
-        Ok(StopResult::Done { session, link })
+        Ok(StopResult { session, link, stopping: false })
     }
 
     /// The payment step of an ended session, done once: release its hold,
