@@ -311,7 +311,7 @@ fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{title}</title><style>body{{font-family:system-ui,sans-serif;max-width:32rem;margin:2rem auto;padding:0 1rem}}\
-         th{{text-align:left;padding-right:1rem}}button{{font-size:1.1rem;padding:.6rem 1.2rem}}#notice{{font-weight:bold}}</style></head>\
+         th{{text-align:left;padding-right:1rem}}button{{font-size:1.1rem;padding:.6rem 1.2rem}}#notice{{font-weight:bold}}form,a#pay{{display:inline-block;margin-top:1rem}}</style></head>\
          <body><h1>{title}</h1>{body}</body></html>"
     )
 }
