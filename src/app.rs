@@ -41,7 +41,8 @@ impl Application {
         let config = Arc::new(config);
         let registry = Registry::default();
         let engine = crate::engine::Engine::new(store.clone(), registry.clone(), config.clone());
-        let payments = crate::payments::Payments::new(store.clone(), engine.clone(), config.clone())?;
+        let payments =
+            crate::payments::Payments::new(store.clone(), engine.clone(), config.clone())?;
         let state = AppState {
             connection_slots: Arc::new(Semaphore::new(config.max_chargers)),
             config,

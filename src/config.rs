@@ -23,7 +23,12 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// `sqlite://PATH` or `postgres://...`.
-    #[arg(long, env = "CSMS_DATABASE_URL", default_value = "sqlite://csms.db", global = true)]
+    #[arg(
+        long,
+        env = "CSMS_DATABASE_URL",
+        default_value = "sqlite://csms.db",
+        global = true
+    )]
     pub database_url: String,
 
     /// HS256 secret for bearer tokens; generated once and kept in the database when unset.
@@ -140,7 +145,11 @@ pub struct Config {
     pub stripe_webhook_secret: Option<String>,
 
     /// Stripe API base URL.
-    #[arg(long, env = "CSMS_STRIPE_BASE_URL", default_value = "https://api.stripe.com")]
+    #[arg(
+        long,
+        env = "CSMS_STRIPE_BASE_URL",
+        default_value = "https://api.stripe.com"
+    )]
     pub stripe_base_url: String,
 
     /// Most simultaneous charger connections.

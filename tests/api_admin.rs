@@ -115,8 +115,10 @@ async fn putting_a_station_sets_its_tariff_and_never_shows_its_password(backend:
             "PUT",
             "/api/admin/stations/CP-TARIFF",
             Some(&token),
-            Some(json!({"name": "Harbour Road", "pricePerKWh": 250.125, "currency": "EUR",
-                        "ocppPassword": OCPP_PASSWORD})),
+            Some(
+                json!({"name": "Harbour Road", "pricePerKWh": 250.125, "currency": "EUR",
+                        "ocppPassword": OCPP_PASSWORD}),
+            ),
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -170,15 +172,19 @@ async fn a_charger_given_a_password_must_use_basic_auth(backend: Backend) {
             "PUT",
             "/api/admin/stations/CP-LOCKED",
             Some(&admin(&server)),
-            Some(json!({"name": "Locked", "pricePerKWh": 100, "currency": "NGN",
-                        "ocppPassword": OCPP_PASSWORD})),
+            Some(
+                json!({"name": "Locked", "pricePerKWh": 100, "currency": "NGN",
+                        "ocppPassword": OCPP_PASSWORD}),
+            ),
         )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["hasOcppPassword"], true);
     let url = server.ws_url("CP-LOCKED");
 
-    let missing = try_connect(&url, ConnectOptions::default()).await.unwrap_err();
+    let missing = try_connect(&url, ConnectOptions::default())
+        .await
+        .unwrap_err();
     assert_eq!(refused_status(missing), 401);
     let wrong = try_connect(
         &url,
@@ -240,14 +246,24 @@ async fn station_validation_is_400_naming_the_field_and_writes_nothing(backend: 
     ];
     for (body, field) in cases {
         let (status, answer) = server
-            .api("PUT", "/api/admin/stations/CP-VALID", Some(&token), Some(body.clone()))
+            .api(
+                "PUT",
+                "/api/admin/stations/CP-VALID",
+                Some(&token),
+                Some(body.clone()),
+            )
             .await;
         assert_invalid(status, &answer, field);
     }
     let long = format!("CP-{}", "9".repeat(46));
     assert_eq!(long.chars().count(), 49);
     let (status, answer) = server
-        .api("PUT", &format!("/api/admin/stations/{long}"), Some(&token), Some(valid.clone()))
+        .api(
+            "PUT",
+            &format!("/api/admin/stations/{long}"),
+            Some(&token),
+            Some(valid.clone()),
+        )
         .await;
     assert_invalid(status, &answer, "id");
     for raw in ["{", "[]", "42"] {
@@ -261,11 +277,19 @@ async fn station_validation_is_400_naming_the_field_and_writes_nothing(backend: 
     // Nothing was written.
     for id in ["CP-VALID", long.as_str()] {
         let (status, answer) = server
-            .api("GET", &format!("/api/admin/stations/{id}"), Some(&token), None)
+            .api(
+                "GET",
+                &format!("/api/admin/stations/{id}"),
+                Some(&token),
+                None,
+            )
             .await;
         assert_failure(status, &answer, 404, "NOT_FOUND");
     }
-    assert!(stations(&server).await.iter().all(|s| s["id"] != "CP-VALID"));
+    assert!(stations(&server)
+        .await
+        .iter()
+        .all(|s| s["id"] != "CP-VALID"));
     // 6 decimals and exactly 48 characters are fine.
     let fits = format!("CP-{}", "9".repeat(45));
     let (status, answer) = server
@@ -291,13 +315,21 @@ async fn station_ids_beyond_48_characters_are_refused_however_they_are_spelled(b
     let mut accepted = Vec::new();
     for (spelled, stored) in [
         // 52 characters with an encoded slash: "AAAA…A/x".
-        (format!("{}%2Fx", "A".repeat(50)), format!("{}/x", "A".repeat(50))),
+        (
+            format!("{}%2Fx", "A".repeat(50)),
+            format!("{}/x", "A".repeat(50)),
+        ),
         // 60 characters of "%41" (an encoded percent sign, then "41").
         ("%2541".repeat(20), "%41".repeat(20)),
     ] {
         assert!(stored.chars().count() > 48);
         let (status, body) = server
-            .api("PUT", &format!("/api/admin/stations/{spelled}"), Some(&token), Some(valid.clone()))
+            .api(
+                "PUT",
+                &format!("/api/admin/stations/{spelled}"),
+                Some(&token),
+                Some(valid.clone()),
+            )
             .await;
         if status != 400 || body["details"]["field"] != "id" {
             accepted.push(format!("{spelled} → {status} {body}"));
@@ -309,8 +341,15 @@ async fn station_ids_beyond_48_characters_are_refused_however_they_are_spelled(b
         .filter_map(|s| s["id"].as_str().map(str::to_owned))
         .filter(|id| id.chars().count() > 48)
         .collect();
-    assert_eq!(stored, Vec::<String>::new(), "no station id over 48 characters is stored");
-    assert!(accepted.is_empty(), "each is a 400 naming id: {accepted:#?}");
+    assert_eq!(
+        stored,
+        Vec::<String>::new(),
+        "no station id over 48 characters is stored"
+    );
+    assert!(
+        accepted.is_empty(),
+        "each is a 400 naming id: {accepted:#?}"
+    );
     server.stop().await;
 }
 
@@ -328,10 +367,16 @@ async fn the_station_list_shows_live_charger_state(backend: Backend) {
     let mut charger = server.booted_charger("CP-LIVE").await;
     charger.call("Heartbeat", json!({})).await;
     charger
-        .call("StatusNotification", json!({"connectorId": 1, "errorCode": "NoError", "status": "Preparing"}))
+        .call(
+            "StatusNotification",
+            json!({"connectorId": 1, "errorCode": "NoError", "status": "Preparing"}),
+        )
         .await;
     charger
-        .call("StatusNotification", json!({"connectorId": 2, "errorCode": "GroundFailure", "status": "Faulted"}))
+        .call(
+            "StatusNotification",
+            json!({"connectorId": 2, "errorCode": "GroundFailure", "status": "Faulted"}),
+        )
         .await;
 
     let station = listed(&server, "CP-LIVE").await;
@@ -346,14 +391,20 @@ async fn the_station_list_shows_live_charger_state(backend: Backend) {
 
     // A later status replaces the earlier one.
     charger
-        .call("StatusNotification", json!({"connectorId": 1, "errorCode": "NoError", "status": "Available"}))
+        .call(
+            "StatusNotification",
+            json!({"connectorId": 1, "errorCode": "NoError", "status": "Available"}),
+        )
         .await;
     let station = listed(&server, "CP-LIVE").await;
     assert_eq!(connector(&station, 1)["status"], "Available");
 
     charger.close().await;
     let station = eventually_listed(&server, "CP-LIVE", |s| s["connected"] == false).await;
-    assert_eq!(station["connected"], false, "closed chargers are shown offline: {station}");
+    assert_eq!(
+        station["connected"], false,
+        "closed chargers are shown offline: {station}"
+    );
     assert!(station["lastHeartbeat"].is_string(), "{station}");
     server.stop().await;
 }
@@ -461,12 +512,21 @@ async fn putting_a_user_creates_and_updates_it(backend: Backend) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["name"], "Fleet 7");
     assert_eq!(body["data"]["role"], "admin");
-    assert_eq!(body["data"]["createdAt"], created_at, "an update keeps createdAt");
+    assert_eq!(
+        body["data"]["createdAt"], created_at,
+        "an update keeps createdAt"
+    );
 
-    let (status, body) = server.api("GET", "/api/admin/users", Some(&token), None).await;
+    let (status, body) = server
+        .api("GET", "/api/admin/users", Some(&token), None)
+        .await;
     assert_eq!(status, 200, "{body}");
     let users = body["data"].as_array().expect("a list");
-    assert_eq!(users.iter().filter(|u| u["id"] == "fleet-7").count(), 1, "{body}");
+    assert_eq!(
+        users.iter().filter(|u| u["id"] == "fleet-7").count(),
+        1,
+        "{body}"
+    );
 
     // Promoting a registered driver keeps their password: they log in as admin.
     let (id, _) = server.register("promoted@example.com").await;
@@ -493,7 +553,10 @@ async fn putting_a_user_creates_and_updates_it(backend: Backend) {
     let (status, body) = server
         .api("GET", "/api/admin/stations", Some(promoted), None)
         .await;
-    assert_eq!(status, 200, "the new admin's token opens the operator API: {body}");
+    assert_eq!(
+        status, 200,
+        "the new admin's token opens the operator API: {body}"
+    );
     server.stop().await;
 }
 
@@ -502,15 +565,32 @@ async fn user_validation_and_email_conflicts(backend: Backend) {
     let token = admin(&server);
     server.register("taken@example.com").await;
     for (body, field) in [
-        (json!({"name": "X", "email": "x@example.com", "role": "root"}), "role"),
-        (json!({"name": "X", "email": "x@example.com", "role": 1}), "role"),
+        (
+            json!({"name": "X", "email": "x@example.com", "role": "root"}),
+            "role",
+        ),
+        (
+            json!({"name": "X", "email": "x@example.com", "role": 1}),
+            "role",
+        ),
         (json!({"name": "X", "email": "x@example.com"}), "role"),
         (json!({"email": "x@example.com", "role": "driver"}), "name"),
-        (json!({"name": "X", "email": "no-at-sign", "role": "driver"}), "email"),
-        (json!({"name": "X", "email": false, "role": "driver"}), "email"),
+        (
+            json!({"name": "X", "email": "no-at-sign", "role": "driver"}),
+            "email",
+        ),
+        (
+            json!({"name": "X", "email": false, "role": "driver"}),
+            "email",
+        ),
     ] {
         let (status, answer) = server
-            .api("PUT", "/api/admin/users/someone", Some(&token), Some(body.clone()))
+            .api(
+                "PUT",
+                "/api/admin/users/someone",
+                Some(&token),
+                Some(body.clone()),
+            )
             .await;
         assert_invalid(status, &answer, field);
     }
@@ -525,10 +605,16 @@ async fn user_validation_and_email_conflicts(backend: Backend) {
     assert_failure(status, &answer, 409, "EMAIL_TAKEN");
 
     // None of these wrote anything.
-    let (status, answer) = server.api("GET", "/api/admin/users", Some(&token), None).await;
+    let (status, answer) = server
+        .api("GET", "/api/admin/users", Some(&token), None)
+        .await;
     assert_eq!(status, 200);
     assert!(
-        answer["data"].as_array().unwrap().iter().all(|u| u["id"] != "someone"),
+        answer["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["id"] != "someone"),
         "{answer}"
     );
     server.stop().await;
@@ -560,8 +646,14 @@ async fn concurrent_puts_of_one_email_for_two_users_are_409_not_500(backend: Bac
         statuses.iter().all(|s| *s == 200 || *s == 409),
         "only 200 or 409, never 500: {statuses:?}"
     );
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
-    let (_, users) = server.api("GET", "/api/admin/users", Some(&token), None).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    let (_, users) = server
+        .api("GET", "/api/admin/users", Some(&token), None)
+        .await;
     let holders = users["data"]
         .as_array()
         .unwrap()
@@ -578,7 +670,12 @@ async fn authorize(charger: &mut TestCharger, tag: &str) -> Value {
 
 async fn put_tag(server: &TestServer, tag: &str, body: Value) -> (u16, Value) {
     server
-        .api("PUT", &format!("/api/admin/id-tags/{tag}"), Some(&admin(server)), Some(body))
+        .api(
+            "PUT",
+            &format!("/api/admin/id-tags/{tag}"),
+            Some(&admin(server)),
+            Some(body),
+        )
         .await
 }
 
@@ -594,7 +691,10 @@ async fn id_tags_put_by_an_operator_decide_what_authorize_answers(backend: Backe
         .await;
     assert_eq!(status, 200, "{body}");
     let mut charger = server.booted_charger("CP-RFID").await;
-    assert_eq!(authorize(&mut charger, "RFID-0001").await["status"], "Invalid");
+    assert_eq!(
+        authorize(&mut charger, "RFID-0001").await["status"],
+        "Invalid"
+    );
 
     let (status, body) = put_tag(&server, "RFID-0001", json!({"userId": "card-holder"})).await;
     assert_eq!(status, 200, "{body}");
@@ -602,26 +702,50 @@ async fn id_tags_put_by_an_operator_decide_what_authorize_answers(backend: Backe
     assert_eq!(body["data"]["idTag"], "RFID-0001");
     assert_eq!(body["data"]["userId"], "card-holder");
     assert_eq!(body["data"]["status"], "Accepted");
-    assert_eq!(authorize(&mut charger, "RFID-0001").await["status"], "Accepted");
+    assert_eq!(
+        authorize(&mut charger, "RFID-0001").await["status"],
+        "Accepted"
+    );
 
-    let (status, body) =
-        put_tag(&server, "RFID-0001", json!({"userId": "card-holder", "status": "Blocked"})).await;
+    let (status, body) = put_tag(
+        &server,
+        "RFID-0001",
+        json!({"userId": "card-holder", "status": "Blocked"}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["status"], "Blocked");
-    assert_eq!(authorize(&mut charger, "RFID-0001").await["status"], "Blocked");
+    assert_eq!(
+        authorize(&mut charger, "RFID-0001").await["status"],
+        "Blocked"
+    );
 
     let past = "2024-01-15T10:00:00.000Z";
-    let (status, body) =
-        put_tag(&server, "RFID-0001", json!({"userId": "card-holder", "expiryDate": past})).await;
+    let (status, body) = put_tag(
+        &server,
+        "RFID-0001",
+        json!({"userId": "card-holder", "expiryDate": past}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["status"], "Accepted");
     assert_eq!(body["data"]["expiryDate"], past);
-    assert_eq!(authorize(&mut charger, "RFID-0001").await["status"], "Expired");
+    assert_eq!(
+        authorize(&mut charger, "RFID-0001").await["status"],
+        "Expired"
+    );
 
-    let (status, body) =
-        put_tag(&server, "RFID-0001", json!({"userId": "card-holder", "status": "Expired"})).await;
+    let (status, body) = put_tag(
+        &server,
+        "RFID-0001",
+        json!({"userId": "card-holder", "status": "Expired"}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(authorize(&mut charger, "RFID-0001").await["status"], "Expired");
+    assert_eq!(
+        authorize(&mut charger, "RFID-0001").await["status"],
+        "Expired"
+    );
 
     let future = "2099-12-31T23:59:59.000Z";
     let (status, body) = put_tag(
@@ -636,7 +760,12 @@ async fn id_tags_put_by_an_operator_decide_what_authorize_answers(backend: Backe
     assert_eq!(info["expiryDate"], future);
 
     let (status, body) = server
-        .api("GET", "/api/admin/id-tags/RFID-0001", Some(&admin(&server)), None)
+        .api(
+            "GET",
+            "/api/admin/id-tags/RFID-0001",
+            Some(&admin(&server)),
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["expiryDate"], future);
@@ -654,9 +783,18 @@ async fn id_tag_validation_is_400_or_404_and_writes_nothing(backend: Backend) {
     for (payload, field) in [
         (json!({"userId": "tagger", "status": "Maybe"}), "status"),
         (json!({"userId": "tagger", "status": 1}), "status"),
-        (json!({"userId": "tagger", "expiryDate": "tomorrow"}), "expiryDate"),
-        (json!({"userId": "tagger", "expiryDate": "2024-13-45T00:00:00Z"}), "expiryDate"),
-        (json!({"userId": "tagger", "expiryDate": 1_700_000_000}), "expiryDate"),
+        (
+            json!({"userId": "tagger", "expiryDate": "tomorrow"}),
+            "expiryDate",
+        ),
+        (
+            json!({"userId": "tagger", "expiryDate": "2024-13-45T00:00:00Z"}),
+            "expiryDate",
+        ),
+        (
+            json!({"userId": "tagger", "expiryDate": 1_700_000_000}),
+            "expiryDate",
+        ),
         (json!({"status": "Accepted"}), "userId"),
     ] {
         let (status, body) = put_tag(&server, "TAG-NEW", payload.clone()).await;
@@ -668,7 +806,12 @@ async fn id_tag_validation_is_400_or_404_and_writes_nothing(backend: Backend) {
         .api("GET", "/api/admin/id-tags/TAG-NEW", Some(&token), None)
         .await;
     assert_failure(status, &body, 404, "NOT_FOUND");
-    let (status, body) = put_tag(&server, "TAG-EXISTING", json!({"userId": "tagger", "status": "Bogus"})).await;
+    let (status, body) = put_tag(
+        &server,
+        "TAG-EXISTING",
+        json!({"userId": "tagger", "status": "Bogus"}),
+    )
+    .await;
     assert_invalid(status, &body, "status");
     let (status, body) = server
         .api("GET", "/api/admin/id-tags/TAG-EXISTING", Some(&token), None)
@@ -689,17 +832,27 @@ async fn id_tags_are_case_insensitive_as_ocpp_defines_them(backend: Backend) {
     let (status, body) = put_tag(&server, "04a1b2c3d4", json!({"userId": "reader-user"})).await;
     assert_eq!(status, 200, "{body}");
     let mut charger = server.booted_charger("CP-CASE").await;
-    assert_eq!(authorize(&mut charger, "04a1b2c3d4").await["status"], "Accepted");
+    assert_eq!(
+        authorize(&mut charger, "04a1b2c3d4").await["status"],
+        "Accepted"
+    );
     assert_eq!(
         authorize(&mut charger, "04A1B2C3D4").await["status"],
         "Accepted",
         "the same tag in upper case is the same tag"
     );
     // Blocking it in one spelling blocks it in every spelling.
-    let (status, body) =
-        put_tag(&server, "04A1B2C3D4", json!({"userId": "reader-user", "status": "Blocked"})).await;
+    let (status, body) = put_tag(
+        &server,
+        "04A1B2C3D4",
+        json!({"userId": "reader-user", "status": "Blocked"}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(authorize(&mut charger, "04a1b2c3d4").await["status"], "Blocked");
+    assert_eq!(
+        authorize(&mut charger, "04a1b2c3d4").await["status"],
+        "Blocked"
+    );
     server.stop().await;
 }
 
@@ -818,7 +971,10 @@ async fn a_command_that_breaks_the_schema_is_400_and_never_sent(backend: Backend
     for (action, payload) in [
         ("Reset", json!({"type": "Sideways"})),
         ("Reset", json!({})),
-        ("ChangeConfiguration", json!({"key": "HeartbeatInterval", "value": 120})),
+        (
+            "ChangeConfiguration",
+            json!({"key": "HeartbeatInterval", "value": 120}),
+        ),
         ("TriggerMessage", json!({"requestedMessage": "Coffee"})),
     ] {
         let (status, body) = server
@@ -831,14 +987,25 @@ async fn a_command_that_breaks_the_schema_is_400_and_never_sent(backend: Backend
             .await;
         assert_eq!(status, 400, "{action} {payload}: {body}");
         assert_eq!(body["success"], false);
-        assert!(body["code"].is_string() && body["error"].is_string(), "{body}");
+        assert!(
+            body["code"].is_string() && body["error"].is_string(),
+            "{body}"
+        );
     }
     let (status, body) = server
-        .api_raw("POST", "/api/admin/stations/CP-SCHEMA/commands/Reset", Some(&token), "[\"Soft\"]")
+        .api_raw(
+            "POST",
+            "/api/admin/stations/CP-SCHEMA/commands/Reset",
+            Some(&token),
+            "[\"Soft\"]",
+        )
         .await;
     assert_eq!(status, 400, "{body}");
     assert!(
-        charger.try_next_frame(Duration::from_millis(500)).await.is_none(),
+        charger
+            .try_next_frame(Duration::from_millis(500))
+            .await
+            .is_none(),
         "nothing reached the charger"
     );
     // The connection is fine: a valid command still goes through.
@@ -874,7 +1041,10 @@ async fn unknown_actions_are_404_and_offline_chargers_409(backend: Backend) {
         assert_failure(status, &body, 404, "UNKNOWN_ACTION");
     }
     assert!(
-        charger.try_next_frame(Duration::from_millis(300)).await.is_none(),
+        charger
+            .try_next_frame(Duration::from_millis(300))
+            .await
+            .is_none(),
         "nothing reached the charger"
     );
 
@@ -937,12 +1107,18 @@ async fn a_silent_charger_is_504_and_a_callerror_is_502(backend: Backend) {
     let (id, action, _) = charger.expect_call().await;
     assert_eq!(action, "UnlockConnector");
     charger
-        .send_text(&json!([4, id, "NotSupported", "no unlocking here", {"why": "fixed cable"}]).to_string())
+        .send_text(
+            &json!([4, id, "NotSupported", "no unlocking here", {"why": "fixed cable"}])
+                .to_string(),
+        )
         .await;
     let (status, body) = call.await.unwrap();
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["success"], false);
-    assert!(body["code"].is_string() && body["error"].is_string(), "{body}");
+    assert!(
+        body["code"].is_string() && body["error"].is_string(),
+        "{body}"
+    );
     assert_eq!(body["details"]["errorCode"], "NotSupported", "{body}");
 
     // An answer that breaks the response schema is a bad answer too.
@@ -1047,7 +1223,9 @@ async fn the_message_log_shows_the_frames(backend: Backend) {
 async fn a_stop_for_an_unknown_transaction_shows_as_an_anomaly(backend: Backend) {
     let server = TestServer::start(backend).await;
     let token = admin(&server);
-    let (status, body) = server.api("GET", "/api/admin/anomalies", Some(&token), None).await;
+    let (status, body) = server
+        .api("GET", "/api/admin/anomalies", Some(&token), None)
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"], json!([]));
 
@@ -1057,7 +1235,9 @@ async fn a_stop_for_an_unknown_transaction_shows_as_an_anomaly(backend: Backend)
         .await;
     assert!(answer.is_object(), "the charger is answered: {answer}");
 
-    let (status, body) = server.api("GET", "/api/admin/anomalies", Some(&token), None).await;
+    let (status, body) = server
+        .api("GET", "/api/admin/anomalies", Some(&token), None)
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["success"], true);
     let anomalies = body["data"].as_array().expect("a list");
@@ -1070,12 +1250,22 @@ async fn a_stop_for_an_unknown_transaction_shows_as_an_anomaly(backend: Backend)
     assert!(stop["occurredAt"].is_string(), "{stop}");
 
     let (status, body) = server
-        .api("GET", "/api/admin/anomalies?chargerId=CP-ODD", Some(&token), None)
+        .api(
+            "GET",
+            "/api/admin/anomalies?chargerId=CP-ODD",
+            Some(&token),
+            None,
+        )
         .await;
     assert_eq!(status, 200);
     assert!(!body["data"].as_array().unwrap().is_empty(), "{body}");
     let (status, body) = server
-        .api("GET", "/api/admin/anomalies?chargerId=CP-ELSEWHERE", Some(&token), None)
+        .api(
+            "GET",
+            "/api/admin/anomalies?chargerId=CP-ELSEWHERE",
+            Some(&token),
+            None,
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(body["data"], json!([]));
@@ -1090,15 +1280,47 @@ async fn admin_routes_refuse_drivers_with_403_and_strangers_with_401(backend: Ba
     let routes: Vec<(&str, String, Option<Value>)> = vec![
         ("GET", "/api/admin/stations".into(), None),
         ("GET", "/api/admin/stations/CP-GUARDED".into(), None),
-        ("PUT", "/api/admin/stations/CP-GUARDED".into(), Some(station.clone())),
-        ("PUT", "/api/admin/stations/CP-NEW-BY-DRIVER".into(), Some(station)),
-        ("PUT", "/api/admin/stations/CP-GUARDED/registration".into(), Some(json!({"status": "Rejected"}))),
-        ("POST", "/api/admin/stations/CP-GUARDED/commands/Reset".into(), Some(json!({"type": "Hard"}))),
-        ("GET", "/api/admin/stations/CP-GUARDED/messages".into(), None),
-        ("GET", "/api/admin/stations/CP-GUARDED/transactions".into(), None),
+        (
+            "PUT",
+            "/api/admin/stations/CP-GUARDED".into(),
+            Some(station.clone()),
+        ),
+        (
+            "PUT",
+            "/api/admin/stations/CP-NEW-BY-DRIVER".into(),
+            Some(station),
+        ),
+        (
+            "PUT",
+            "/api/admin/stations/CP-GUARDED/registration".into(),
+            Some(json!({"status": "Rejected"})),
+        ),
+        (
+            "POST",
+            "/api/admin/stations/CP-GUARDED/commands/Reset".into(),
+            Some(json!({"type": "Hard"})),
+        ),
+        (
+            "GET",
+            "/api/admin/stations/CP-GUARDED/messages".into(),
+            None,
+        ),
+        (
+            "GET",
+            "/api/admin/stations/CP-GUARDED/transactions".into(),
+            None,
+        ),
         ("GET", "/api/admin/users".into(), None),
-        ("PUT", format!("/api/admin/users/{driver_id}"), Some(json!({"name": "Me", "role": "admin"}))),
-        ("PUT", "/api/admin/id-tags/DRIVER-TAG".into(), Some(json!({"userId": driver_id}))),
+        (
+            "PUT",
+            format!("/api/admin/users/{driver_id}"),
+            Some(json!({"name": "Me", "role": "admin"})),
+        ),
+        (
+            "PUT",
+            "/api/admin/id-tags/DRIVER-TAG".into(),
+            Some(json!({"userId": driver_id})),
+        ),
         ("GET", "/api/admin/id-tags/DRIVER-TAG".into(), None),
         ("GET", "/api/admin/anomalies".into(), None),
         ("GET", "/api/admin/sessions".into(), None),
@@ -1113,7 +1335,10 @@ async fn admin_routes_refuse_drivers_with_403_and_strangers_with_401(backend: Ba
         assert_eq!(answer["code"], "MISSING_TOKEN", "{answer}");
     }
     assert!(
-        charger.try_next_frame(Duration::from_millis(300)).await.is_none(),
+        charger
+            .try_next_frame(Duration::from_millis(300))
+            .await
+            .is_none(),
         "no command reached the charger"
     );
     // Nothing changed: no new station, no password, no promotion, no tag.
@@ -1121,11 +1346,23 @@ async fn admin_routes_refuse_drivers_with_403_and_strangers_with_401(backend: Ba
     let guarded = listed(&server, "CP-GUARDED").await;
     assert_eq!(guarded["hasOcppPassword"], false);
     assert_eq!(guarded["registrationStatus"], "Accepted");
-    assert!(stations(&server).await.iter().all(|s| s["id"] != "CP-NEW-BY-DRIVER"));
-    let (status, _) = server.api("GET", "/api/admin/id-tags/DRIVER-TAG", Some(&token), None).await;
+    assert!(stations(&server)
+        .await
+        .iter()
+        .all(|s| s["id"] != "CP-NEW-BY-DRIVER"));
+    let (status, _) = server
+        .api("GET", "/api/admin/id-tags/DRIVER-TAG", Some(&token), None)
+        .await;
     assert_eq!(status, 404);
-    let (_, users) = server.api("GET", "/api/admin/users", Some(&token), None).await;
-    let me = users["data"].as_array().unwrap().iter().find(|u| u["id"] == driver_id.as_str()).cloned();
+    let (_, users) = server
+        .api("GET", "/api/admin/users", Some(&token), None)
+        .await;
+    let me = users["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["id"] == driver_id.as_str())
+        .cloned();
     assert_eq!(me.expect("the driver is listed")["role"], "driver");
     server.stop().await;
 }

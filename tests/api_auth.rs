@@ -6,10 +6,8 @@ use common::*;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 on_both_backends!(
     register_answers_201_with_a_token_that_works_on_me,
@@ -152,7 +150,10 @@ async fn a_wrong_password_or_an_unknown_email_is_401_invalid_credentials(backend
             )
             .await;
         assert_failure(status, &body, 401, "INVALID_CREDENTIALS");
-        assert!(body.get("data").is_none() || body["data"].is_null(), "{body}");
+        assert!(
+            body.get("data").is_none() || body["data"].is_null(),
+            "{body}"
+        );
         messages.push(body["error"].clone());
     }
     // The answer does not tell which of the two was wrong.
@@ -237,14 +238,32 @@ async fn malformed_registrations_are_400_naming_the_field_and_write_nothing(back
     let email = "careful@example.com";
     let cases: Vec<(Value, &str)> = vec![
         (json!({"email": email, "name": "C"}), "password"),
-        (json!({"email": email, "password": "short", "name": "C"}), "password"),
-        (json!({"email": email, "password": 12345678, "name": "C"}), "password"),
-        (json!({"email": "not-an-email", "password": PASSWORD, "name": "C"}), "email"),
-        (json!({"email": "a@b", "password": PASSWORD, "name": "C"}), "email"),
-        (json!({"email": 42, "password": PASSWORD, "name": "C"}), "email"),
+        (
+            json!({"email": email, "password": "short", "name": "C"}),
+            "password",
+        ),
+        (
+            json!({"email": email, "password": 12345678, "name": "C"}),
+            "password",
+        ),
+        (
+            json!({"email": "not-an-email", "password": PASSWORD, "name": "C"}),
+            "email",
+        ),
+        (
+            json!({"email": "a@b", "password": PASSWORD, "name": "C"}),
+            "email",
+        ),
+        (
+            json!({"email": 42, "password": PASSWORD, "name": "C"}),
+            "email",
+        ),
         (json!({"password": PASSWORD, "name": "C"}), "email"),
         (json!({"email": email, "password": PASSWORD}), "name"),
-        (json!({"email": email, "password": PASSWORD, "name": ["C"]}), "name"),
+        (
+            json!({"email": email, "password": PASSWORD, "name": ["C"]}),
+            "name",
+        ),
     ];
     for (body, field) in cases {
         let (status, answer) = server
@@ -273,7 +292,12 @@ async fn malformed_registrations_are_400_naming_the_field_and_write_nothing(back
     assert_eq!(status, 400, "{answer}");
     assert_eq!(answer["success"], false);
     let (status, answer) = server
-        .api("POST", "/api/auth/login", None, Some(json!({"email": email, "password": 5})))
+        .api(
+            "POST",
+            "/api/auth/login",
+            None,
+            Some(json!({"email": email, "password": 5})),
+        )
         .await;
     assert_eq!(status, 400, "{answer}");
     assert_eq!(answer["details"]["field"], "password");
@@ -294,7 +318,11 @@ async fn malformed_registrations_are_400_naming_the_field_and_write_nothing(back
 
 async fn a_request_without_a_token_is_401_missing_token(backend: Backend) {
     let server = TestServer::start(backend).await;
-    for path in ["/api/auth/me", "/api/charging/sessions", "/api/admin/stations"] {
+    for path in [
+        "/api/auth/me",
+        "/api/charging/sessions",
+        "/api/admin/stations",
+    ] {
         let (status, body) = server.api("GET", path, None, None).await;
         assert_failure(status, &body, 401, "MISSING_TOKEN");
     }
@@ -314,13 +342,22 @@ async fn a_request_without_a_token_is_401_missing_token(backend: Backend) {
 /// Asserts `token` is refused on the driver and admin APIs, and that the same
 /// claims signed properly are accepted (so the refusal is about the token).
 async fn assert_refused(server: &TestServer, token: &str, proper: &Value, code: &str) {
-    for path in ["/api/auth/me", "/api/charging/sessions", "/api/admin/stations"] {
+    for path in [
+        "/api/auth/me",
+        "/api/charging/sessions",
+        "/api/admin/stations",
+    ] {
         let (status, body) = server.api("GET", path, Some(token), None).await;
         assert_failure(status, &body, 401, code);
     }
     let good = sign(Algorithm::HS256, SECRET, proper);
-    let (status, body) = server.api("GET", "/api/admin/stations", Some(&good), None).await;
-    assert_eq!(status, 200, "the properly signed control is accepted: {body}");
+    let (status, body) = server
+        .api("GET", "/api/admin/stations", Some(&good), None)
+        .await;
+    assert_eq!(
+        status, 200,
+        "the properly signed control is accepted: {body}"
+    );
 }
 
 async fn a_token_signed_with_another_secret_is_401(backend: Backend) {
@@ -345,7 +382,11 @@ fn b64(value: &Value) -> String {
 async fn an_unsigned_alg_none_token_is_401(backend: Backend) {
     let server = TestServer::start(backend).await;
     let claims = claims("ops", "admin");
-    let unsigned = format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&claims));
+    let unsigned = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(&claims)
+    );
     assert_refused(&server, &unsigned, &claims, "INVALID_TOKEN").await;
     // Spelled differently, or with a signature glued on: still refused.
     let genuine = sign(Algorithm::HS256, SECRET, &claims);
@@ -376,7 +417,11 @@ async fn an_expired_token_is_401_token_expired(backend: Backend) {
     let token = sign(Algorithm::HS256, SECRET, &expired);
     assert_refused(&server, &token, &claims("ops", "admin"), "TOKEN_EXPIRED").await;
     // exp is required: a token without one is refused.
-    let forever = sign(Algorithm::HS256, SECRET, &json!({"sub": "ops", "role": "admin"}));
+    let forever = sign(
+        Algorithm::HS256,
+        SECRET,
+        &json!({"sub": "ops", "role": "admin"}),
+    );
     let (status, body) = me(&server, &forever).await;
     assert_failure(status, &body, 401, "INVALID_TOKEN");
     server.stop().await;
@@ -395,7 +440,9 @@ async fn a_token_whose_nbf_is_in_the_future_is_401(backend: Backend) {
     // nbf and iat in the past are fine.
     let honest = json!({"sub": "ops", "role": "admin", "exp": now() + 7200, "nbf": now() - 10, "iat": now() - 10});
     let token = sign(Algorithm::HS256, SECRET, &honest);
-    let (status, body) = server.api("GET", "/api/admin/stations", Some(&token), None).await;
+    let (status, body) = server
+        .api("GET", "/api/admin/stations", Some(&token), None)
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["success"], true);
     server.stop().await;
@@ -403,7 +450,11 @@ async fn a_token_whose_nbf_is_in_the_future_is_401(backend: Backend) {
 
 async fn a_minimal_token_for_a_subject_not_stored_works_on_the_driver_api(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let token = sign(Algorithm::HS256, SECRET, &claims("driver-not-yet-stored", "driver"));
+    let token = sign(
+        Algorithm::HS256,
+        SECRET,
+        &claims("driver-not-yet-stored", "driver"),
+    );
     let (status, body) = server
         .api("GET", "/api/charging/sessions", Some(&token), None)
         .await;
@@ -428,7 +479,11 @@ async fn a_role_other_than_driver_or_admin_is_401(backend: Backend) {
         json!({"role": "admin", "exp": now() + 3600}),
     ] {
         let token = sign(Algorithm::HS256, SECRET, &bad);
-        for path in ["/api/auth/me", "/api/charging/sessions", "/api/admin/stations"] {
+        for path in [
+            "/api/auth/me",
+            "/api/charging/sessions",
+            "/api/admin/stations",
+        ] {
             let (status, body) = server.api("GET", path, Some(&token), None).await;
             assert_eq!(status, 401, "{bad} on {path}: {body}");
             assert_eq!(body["success"], false, "{body}");
@@ -471,10 +526,23 @@ async fn a_driver_token_on_an_admin_route_is_403_and_an_admin_token_works(backen
 }
 
 /// Runs `csms token` against `database_url` and returns (token, stderr).
-async fn csms_token(database_url: &str, secret: Option<&str>, user: &str, role: &str) -> (String, String) {
+async fn csms_token(
+    database_url: &str,
+    secret: Option<&str>,
+    user: &str,
+    role: &str,
+) -> (String, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_csms"));
     command
-        .args(["--database-url", database_url, "token", "--user", user, "--role", role])
+        .args([
+            "--database-url",
+            database_url,
+            "token",
+            "--user",
+            user,
+            "--role",
+            role,
+        ])
         .env("NO_COLOR", "1")
         .env_remove("CSMS_DATABASE_URL")
         .env_remove("CSMS_JWT_SECRET")
@@ -491,7 +559,11 @@ async fn csms_token(database_url: &str, secret: Option<&str>, user: &str, role: 
     let stdout = String::from_utf8(output.stdout).expect("UTF-8 token");
     let token = stdout.trim().to_owned();
     assert_eq!(token.split('.').count(), 3, "a JWT on stdout: {stdout:?}");
-    assert_eq!(stdout.lines().count(), 1, "only the token on stdout: {stdout:?}");
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "only the token on stdout: {stdout:?}"
+    );
     (token, stderr)
 }
 
@@ -539,40 +611,6 @@ async fn a_token_printed_by_csms_token_is_accepted_by_the_server(backend: Backen
     server.stop().await;
 }
 
-/// Starts the real `csms` binary without a configured secret; returns it
-/// with its port, read from its log.
-async fn spawn_server(database_url: &str) -> (Child, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_csms"))
-        .args(["--listen", "127.0.0.1:0", "--database-url", database_url])
-        .env_remove("CSMS_JWT_SECRET")
-        .env_remove("CSMS_DATABASE_URL")
-        .env("NO_COLOR", "1")
-        .env("CSMS_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("csms binary starts");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let port = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(at) = line.find("listening") {
-                let addr = line[at..]
-                    .split("127.0.0.1:")
-                    .nth(1)
-                    .expect("listen address in the log");
-                let digits: String = addr.chars().take_while(char::is_ascii_digit).collect();
-                return digits.parse::<u16>().unwrap();
-            }
-        }
-        panic!("server exited before listening");
-    })
-    .await
-    .expect("server starts in time");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, port)
-}
-
 async fn get_with(port: u16, path: &str, token: &str) -> (u16, Value) {
     let response = http()
         .get(format!("http://127.0.0.1:{port}{path}"))
@@ -594,7 +632,7 @@ async fn without_a_configured_secret_the_generated_one_is_kept_in_the_database(b
     // A second run agrees with the first (same secret, kept in the database).
     let (again, _) = csms_token(&db.url, None, "ops2", "admin").await;
 
-    let (mut server, port) = spawn_server(&db.url).await;
+    let (mut server, port) = spawn_csms(&db.url, None).await;
     for token in [&admin, &again] {
         let (status, body) = get_with(port, "/api/admin/stations", token).await;
         assert_eq!(status, 200, "{body}");

@@ -13,9 +13,14 @@ use std::process::Stdio;
 use std::time::Duration;
 
 fn find(binary: &str, candidates: &[&str]) -> Option<String> {
-    std::env::var(binary.to_uppercase().replace('-', "_")).ok().or_else(|| {
-        candidates.iter().find(|p| std::path::Path::new(p).exists()).map(|p| p.to_string())
-    })
+    std::env::var(binary.to_uppercase().replace('-', "_"))
+        .ok()
+        .or_else(|| {
+            candidates
+                .iter()
+                .find(|p| std::path::Path::new(p).exists())
+                .map(|p| p.to_string())
+        })
 }
 
 /// A chromedriver on a free port, killed when dropped.
@@ -33,22 +38,43 @@ impl Drop for Driver {
 
 impl Driver {
     async fn start() -> Option<(Driver, String)> {
-        let chromedriver = find("chromedriver", &["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]);
-        let chromium = find("chromium", &["/usr/bin/chromium", "/usr/bin/chromium-browser"]);
+        let chromedriver = find(
+            "chromedriver",
+            &["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"],
+        );
+        let chromium = find(
+            "chromium",
+            &["/usr/bin/chromium", "/usr/bin/chromium-browser"],
+        );
         let (Some(chromedriver), Some(chromium)) = (chromedriver, chromium) else {
-            let _ = writeln!(std::io::stderr(), "SKIPPED (browser): chromium and chromedriver are not installed");
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED (browser): chromium and chromedriver are not installed"
+            );
             return None;
         };
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = std::process::Command::new(chromedriver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver starts");
-        let driver = Driver { child, base: format!("http://127.0.0.1:{port}") };
+        let driver = Driver {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
         for _ in 0..100 {
-            if http().get(format!("{}/status", driver.base)).send().await.is_ok() {
+            if http()
+                .get(format!("{}/status", driver.base))
+                .send()
+                .await
+                .is_ok()
+            {
                 return Some((driver, chromium));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -57,14 +83,29 @@ impl Driver {
     }
 
     async fn post(&self, path: &str, body: Value) -> Value {
-        let response = http().post(format!("{}{path}", self.base)).json(&body).send().await.unwrap();
+        let response = http()
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let value: Value = response.json().await.unwrap();
-        assert!(value["value"].get("error").is_none(), "WebDriver {path}: {value}");
+        assert!(
+            value["value"].get("error").is_none(),
+            "WebDriver {path}: {value}"
+        );
         value["value"].clone()
     }
 
     async fn get(&self, path: &str) -> Value {
-        let value: Value = http().get(format!("{}{path}", self.base)).send().await.unwrap().json().await.unwrap();
+        let value: Value = http()
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         value["value"].clone()
     }
 }
@@ -72,20 +113,49 @@ impl Driver {
 on_both_backends!(a_driver_pays_a_session_on_the_pay_page_in_a_browser);
 
 async fn a_driver_pays_a_session_on_the_pay_page_in_a_browser(backend: Backend) {
-    let Some((driver, chromium)) = Driver::start().await else { return };
+    let Some((driver, chromium)) = Driver::start().await else {
+        return;
+    };
     let server = TestServer::start(backend).await;
     let admin = server.token("ops", "admin");
     let (user, token) = server.register("browser@example.com").await;
     let credit = json!({"amount": 5000, "currency": "NGN", "walletAddress": "0xB"});
-    assert_eq!(server.api("POST", &format!("/api/admin/users/{user}/wallet/credit"), Some(&admin), Some(credit)).await.0, 200);
+    assert_eq!(
+        server
+            .api(
+                "POST",
+                &format!("/api/admin/users/{user}/wallet/credit"),
+                Some(&admin),
+                Some(credit)
+            )
+            .await
+            .0,
+        200
+    );
     // An app session at the demo station through the payment API.
     let start = json!({"userId": user, "chargerId": "evliter-lagos-victoria-island", "walletAddress": "0xB", "chain": "ledger",
                        "expectedMaxCost": 1000, "connectorId": 1});
-    let (status, body) = server.api("POST", "/api/v1/session/start", Some(&token), Some(start)).await;
+    let (status, body) = server
+        .api("POST", "/api/v1/session/start", Some(&token), Some(start))
+        .await;
     assert_eq!(status, 201, "{body}");
     let session_id = body["data"]["sessionId"].as_str().unwrap().to_owned();
-    server.api("PUT", "/api/charging/sessions/active/update", Some(&token), Some(json!({"batteryLevel": 60, "energyDelivered": 4.2}))).await;
-    let (status, body) = server.api("POST", "/api/v1/session/stop", Some(&token), Some(json!({"userId": user, "sessionId": session_id}))).await;
+    server
+        .api(
+            "PUT",
+            "/api/charging/sessions/active/update",
+            Some(&token),
+            Some(json!({"batteryLevel": 60, "energyDelivered": 4.2})),
+        )
+        .await;
+    let (status, body) = server
+        .api(
+            "POST",
+            "/api/v1/session/stop",
+            Some(&token),
+            Some(json!({"userId": user, "sessionId": session_id})),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     // The link points at the public URL; the browser uses the test server's address.
     let link_id = body["data"]["paymentLinkId"].as_str().unwrap().to_owned();
@@ -99,19 +169,41 @@ async fn a_driver_pays_a_session_on_the_pay_page_in_a_browser(backend: Backend) 
                      format!("--user-data-dir={}", tempfile::tempdir().unwrap().keep().display())]}}}}))
         .await;
     let sid = session["sessionId"].as_str().unwrap().to_owned();
-    driver.post(&format!("/session/{sid}/url"), json!({"url": page_url})).await;
+    driver
+        .post(&format!("/session/{sid}/url"), json!({"url": page_url}))
+        .await;
     let element = |id: &'static str| {
         let sid = sid.clone();
         let driver = &driver;
         async move {
-            let found = driver.post(&format!("/session/{sid}/element"), json!({"using": "css selector", "value": format!("#{id}")})).await;
-            found.as_object().unwrap().values().next().unwrap().as_str().unwrap().to_owned()
+            let found = driver
+                .post(
+                    &format!("/session/{sid}/element"),
+                    json!({"using": "css selector", "value": format!("#{id}")}),
+                )
+                .await;
+            found
+                .as_object()
+                .unwrap()
+                .values()
+                .next()
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
         }
     };
     let text = |element_id: String| {
         let sid = sid.clone();
         let driver = &driver;
-        async move { driver.get(&format!("/session/{sid}/element/{element_id}/text")).await.as_str().unwrap_or("").to_owned() }
+        async move {
+            driver
+                .get(&format!("/session/{sid}/element/{element_id}/text"))
+                .await
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        }
     };
     assert_eq!(text(element("amount").await).await, "693 NGN");
     assert_eq!(text(element("status").await).await, "pending");
@@ -119,15 +211,36 @@ async fn a_driver_pays_a_session_on_the_pay_page_in_a_browser(backend: Backend) 
     assert_eq!(title, "Pay for your charging session");
 
     let button = element("pay").await;
-    driver.post(&format!("/session/{sid}/element/{button}/click"), json!({})).await;
+    driver
+        .post(&format!("/session/{sid}/element/{button}/click"), json!({}))
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(text(element("notice").await).await, "Payment received. Thank you!");
+    assert_eq!(
+        text(element("notice").await).await,
+        "Payment received. Thank you!"
+    );
     assert_eq!(text(element("status").await).await, "paid");
-    let _ = http().delete(format!("{}/session/{sid}", driver.base)).send().await;
+    let _ = http()
+        .delete(format!("{}/session/{sid}", driver.base))
+        .send()
+        .await;
 
     // The wallet paid exactly once.
-    let (_, wallet) = server.api("GET", &format!("/api/v1/user/{user}/wallet"), Some(&token), None).await;
-    let available = wallet["data"].as_array().unwrap().iter().find(|w| w["kind"] == "available").unwrap()["balance"].clone();
+    let (_, wallet) = server
+        .api(
+            "GET",
+            &format!("/api/v1/user/{user}/wallet"),
+            Some(&token),
+            None,
+        )
+        .await;
+    let available = wallet["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["kind"] == "available")
+        .unwrap()["balance"]
+        .clone();
     assert_eq!(available, json!(4307));
     server.stop().await;
 }

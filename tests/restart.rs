@@ -7,50 +7,13 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 on_both_backends!(nothing_answered_is_lost_when_the_server_is_killed);
 
-/// Starts the real `csms` binary and returns it with its port, read from its log.
-async fn spawn_server(database_url: &str) -> (Child, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_csms"))
-        .args(["--listen", "127.0.0.1:0", "--database-url", database_url])
-        .env("CSMS_JWT_SECRET", "restart-test-secret-0123456789")
-        .env("NO_COLOR", "1")
-        .env("CSMS_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("csms binary starts");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let port = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(at) = line.find("listening") {
-                let rest = &line[at..];
-                let addr = rest
-                    .split("127.0.0.1:")
-                    .nth(1)
-                    .expect("listen address in the log");
-                let digits: String = addr.chars().take_while(char::is_ascii_digit).collect();
-                return digits.parse::<u16>().unwrap();
-            }
-        }
-        panic!("server exited before listening");
-    })
-    .await
-    .expect("server starts in time");
-    // Keep draining its log so it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, port)
-}
-
 async fn nothing_answered_is_lost_when_the_server_is_killed(backend: Backend) {
     let db = TestDatabase::new(backend).await;
-    let (mut server, port) = spawn_server(&db.url).await;
+    let (mut server, port) = spawn_csms(&db.url, Some("restart-test-secret-0123456789")).await;
     let store = csms::store::connect(&db.url).await.unwrap();
     store
         .upsert_user(&csms::store::UserRecord {
@@ -119,7 +82,7 @@ async fn nothing_answered_is_lost_when_the_server_is_killed(backend: Backend) {
     );
 
     // Start again on the same database: everything acknowledged is there.
-    let (mut restarted, port) = spawn_server(&db.url).await;
+    let (mut restarted, port) = spawn_csms(&db.url, Some("restart-test-secret-0123456789")).await;
     let health: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/health"))
         .await
         .unwrap()

@@ -43,8 +43,7 @@ pub fn router() -> Router<AppState> {
 
 fn check_station_id(id: &str) -> ApiResult<()> {
     // A station id doubles as its charger's OCPP identity.
-    crate::charger::handshake::validate_identity(id)
-        .map_err(|why| ApiError::invalid("id", why))
+    crate::charger::handshake::validate_identity(id).map_err(|why| ApiError::invalid("id", why))
 }
 
 /// A station's tariff, its charger's registration and its live state.
@@ -352,7 +351,11 @@ async fn put_user(
     state.store.upsert_user(&user).await.map_err(|e| {
         // Two requests racing for one email: the unique index decides.
         if format!("{e:#}").to_lowercase().contains("unique") {
-            ApiError::new(StatusCode::CONFLICT, "EMAIL_TAKEN", "Another user has this email")
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "EMAIL_TAKEN",
+                "Another user has this email",
+            )
         } else {
             ApiError::internal(e)
         }

@@ -148,14 +148,17 @@ impl Fields {
 
     /// A secret, taken exactly as sent (no trimming).
     pub fn secret(&self, name: &str) -> Result<String, ApiError> {
-        self.opt_secret(name)?.ok_or_else(|| ApiError::invalid(name, format!("{name} is required")))
+        self.opt_secret(name)?
+            .ok_or_else(|| ApiError::invalid(name, format!("{name} is required")))
     }
 
     pub fn opt_secret(&self, name: &str) -> Result<Option<String>, ApiError> {
         match self.present(name) {
             None => Ok(None),
             Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
-            Some(Value::String(_)) => Err(ApiError::invalid(name, format!("{name} must not be empty"))),
+            Some(Value::String(_)) => {
+                Err(ApiError::invalid(name, format!("{name} must not be empty")))
+            }
             Some(_) => Err(ApiError::invalid(name, format!("{name} must be a string"))),
         }
     }

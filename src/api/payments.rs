@@ -6,7 +6,9 @@ use super::error::{ok, ApiError, ApiResult};
 use super::extract::{AdminUser, AuthUser, Body};
 use crate::engine::money::{major_json, parse_amount_minor, parse_currency};
 use crate::engine::view::session_json;
-use crate::payments::service::{balance_check_json, link_json, PaidStart, PaymentError, StopResult};
+use crate::payments::service::{
+    balance_check_json, link_json, PaidStart, PaymentError, StopResult,
+};
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -37,7 +39,11 @@ impl From<PaymentError> for ApiError {
         let message = e.to_string();
         match e {
             PaymentError::Insufficient(check) | PaymentError::CheckFailed(check) => {
-                let code = if check.status == "INSUFFICIENT" { "INSUFFICIENT_BALANCE" } else { "BALANCE_CHECK_FAILED" };
+                let code = if check.status == "INSUFFICIENT" {
+                    "INSUFFICIENT_BALANCE"
+                } else {
+                    "BALANCE_CHECK_FAILED"
+                };
                 ApiError::new(StatusCode::PAYMENT_REQUIRED, code, message).with_details(json!({
                     "balanceCheckId": check.id,
                     "balanceStatus": check.status,
@@ -45,8 +51,12 @@ impl From<PaymentError> for ApiError {
                 }))
             }
             PaymentError::LinkNotFound => ApiError::not_found(message),
-            PaymentError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "PAYMENT_CONFLICT", message),
-            PaymentError::Provider(_) => ApiError::new(StatusCode::BAD_GATEWAY, "PAYMENT_PROVIDER_ERROR", message),
+            PaymentError::Conflict(_) => {
+                ApiError::new(StatusCode::CONFLICT, "PAYMENT_CONFLICT", message)
+            }
+            PaymentError::Provider(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "PAYMENT_PROVIDER_ERROR", message)
+            }
             PaymentError::Engine(e) => e.into(),
         }
     }
@@ -73,12 +83,19 @@ async fn start(State(state): State<AppState>, user: AuthUser, Body(body): Body) 
             charger_id: body.string("chargerId")?,
             wallet_address: body.string("walletAddress")?,
             chain: body.string("chain")?,
-            expected_max_cost: body.raw("expectedMaxCost").cloned().ok_or_else(|| ApiError::invalid("expectedMaxCost", "expectedMaxCost is required"))?,
-            connector_id: body.connector("connectorId")?.unwrap_or_else(|| "connector-1".into()),
+            expected_max_cost: body.raw("expectedMaxCost").cloned().ok_or_else(|| {
+                ApiError::invalid("expectedMaxCost", "expectedMaxCost is required")
+            })?,
+            connector_id: body
+                .connector("connectorId")?
+                .unwrap_or_else(|| "connector-1".into()),
             metadata: body.raw("metadata").cloned().unwrap_or(json!({})),
         };
         if request.wallet_address.len() > 128 || request.chain.len() > 64 {
-            return Err(ApiError::invalid("walletAddress", "walletAddress or chain is too long"));
+            return Err(ApiError::invalid(
+                "walletAddress",
+                "walletAddress or chain is too long",
+            ));
         }
         if !request.metadata.is_object() {
             return Err(ApiError::invalid("metadata", "metadata must be an object"));
@@ -118,8 +135,20 @@ async fn stop(State(state): State<AppState>, user: AuthUser, Body(body): Body) -
         // finalCost is honoured from an admin only; a driver's is ignored.
         let final_cost = match (body.raw("finalCost"), user.is_admin()) {
             (Some(value), true) => {
-                let session = state.store.session(&session_id).await?.ok_or_else(|| ApiError::from(crate::engine::EngineError::SessionNotFound))?;
-                Some(parse_amount_minor(value, &session.currency).filter(|m| *m >= 0).ok_or_else(|| ApiError::invalid("finalCost", "finalCost must be a non-negative amount"))?)
+                let session =
+                    state.store.session(&session_id).await?.ok_or_else(|| {
+                        ApiError::from(crate::engine::EngineError::SessionNotFound)
+                    })?;
+                Some(
+                    parse_amount_minor(value, &session.currency)
+                        .filter(|m| *m >= 0)
+                        .ok_or_else(|| {
+                            ApiError::invalid(
+                                "finalCost",
+                                "finalCost must be a non-negative amount",
+                            )
+                        })?,
+                )
             }
             _ => None,
         };
@@ -159,20 +188,38 @@ async fn stop(State(state): State<AppState>, user: AuthUser, Body(body): Body) -
     }
 }
 
-async fn checks(State(state): State<AppState>, user: AuthUser, Path(user_id): Path<String>) -> ApiResult<Json<Value>> {
+async fn checks(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(user_id): Path<String>,
+) -> ApiResult<Json<Value>> {
     user.may_act_for(&user_id)?;
     let list = state.store.balance_checks_of_user(&user_id).await?;
-    Ok(ok(Value::Array(list.iter().map(balance_check_json).collect())))
+    Ok(ok(Value::Array(
+        list.iter().map(balance_check_json).collect(),
+    )))
 }
 
-async fn one_check(State(state): State<AppState>, user: AuthUser, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let check = state.store.balance_check(&id).await?.ok_or_else(|| ApiError::not_found("Balance check not found"))?;
+async fn one_check(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let check = state
+        .store
+        .balance_check(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Balance check not found"))?;
     user.may_act_for(&check.user_id)?;
     Ok(ok(balance_check_json(&check)))
 }
 
 /// A driver's sessions, each with its payment links.
-async fn sessions(State(state): State<AppState>, user: AuthUser, Path(user_id): Path<String>) -> ApiResult<Json<Value>> {
+async fn sessions(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(user_id): Path<String>,
+) -> ApiResult<Json<Value>> {
     user.may_act_for(&user_id)?;
     let now = Utc::now();
     let mut out = Vec::new();
@@ -188,7 +235,11 @@ async fn sessions(State(state): State<AppState>, user: AuthUser, Path(user_id): 
     Ok(ok(Value::Array(out)))
 }
 
-async fn wallet(State(state): State<AppState>, user: AuthUser, Path(user_id): Path<String>) -> ApiResult<Json<Value>> {
+async fn wallet(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(user_id): Path<String>,
+) -> ApiResult<Json<Value>> {
     user.may_act_for(&user_id)?;
     let mut wallets = Vec::new();
     for kind in ["wallet", "hold"] {
@@ -205,54 +256,110 @@ async fn wallet(State(state): State<AppState>, user: AuthUser, Path(user_id): Pa
     Ok(ok(Value::Array(wallets)))
 }
 
-async fn one_link(State(state): State<AppState>, user: AuthUser, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let link = state.store.payment_link(&id).await?.ok_or_else(|| ApiError::not_found("Payment link not found"))?;
+async fn one_link(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let link = state
+        .store
+        .payment_link(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Payment link not found"))?;
     user.may_act_for(&link.user_id)?;
     Ok(ok(link_json(&link)))
 }
 
-async fn recreate(State(state): State<AppState>, user: AuthUser, Path(id): Path<String>) -> Response {
+async fn recreate(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Response {
     match state.payments.recreate(&user.caller(), &id).await {
-        Ok(link) => (StatusCode::CREATED, ok(json!({
-            "paymentLinkId": link.id,
-            "paymentUrl": link.url,
-            "expiresAt": crate::ocpp::time::format_ms(link.expires_at),
-            "link": link_json(&link),
-        })))
+        Ok(link) => (
+            StatusCode::CREATED,
+            ok(json!({
+                "paymentLinkId": link.id,
+                "paymentUrl": link.url,
+                "expiresAt": crate::ocpp::time::format_ms(link.expires_at),
+                "link": link_json(&link),
+            })),
+        )
             .into_response(),
         Err(e) => payment_error(e),
     }
 }
 
 /// Stripe's webhook: the raw body is what the signature covers.
-async fn stripe_webhook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(signature) = headers.get("stripe-signature").and_then(|v| v.to_str().ok()) else {
-        return ApiError::new(StatusCode::BAD_REQUEST, "MISSING_SIGNATURE", "Stripe-Signature header is missing").into_response();
+async fn stripe_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(signature) = headers
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "MISSING_SIGNATURE",
+            "Stripe-Signature header is missing",
+        )
+        .into_response();
     };
     match state.payments.stripe_webhook(&body, signature).await {
         Ok(fresh) => Json(json!({ "received": true, "duplicate": !fresh })).into_response(),
-        Err(PaymentError::Provider(why)) => ApiError::new(StatusCode::BAD_REQUEST, "INVALID_WEBHOOK", why).into_response(),
+        Err(PaymentError::Provider(why)) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "INVALID_WEBHOOK", why).into_response()
+        }
         Err(e) => payment_error(e),
     }
 }
 
-async fn credit(State(state): State<AppState>, _admin: AdminUser, Path(user_id): Path<String>, Body(body): Body) -> ApiResult<Json<Value>> {
-    let currency = parse_currency(&body.string("currency")?).ok_or_else(|| ApiError::invalid("currency", "currency must be a three-letter ISO 4217 code"))?;
-    let amount_value = body.raw("amount").ok_or_else(|| ApiError::invalid("amount", "amount is required"))?;
+async fn credit(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Path(user_id): Path<String>,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
+    let currency = parse_currency(&body.string("currency")?).ok_or_else(|| {
+        ApiError::invalid("currency", "currency must be a three-letter ISO 4217 code")
+    })?;
+    let amount_value = body
+        .raw("amount")
+        .ok_or_else(|| ApiError::invalid("amount", "amount is required"))?;
     let amount = parse_amount_minor(amount_value, &currency)
         .filter(|m| *m > 0)
-        .ok_or_else(|| ApiError::invalid("amount", format!("amount must be a positive amount of {currency}")))?;
-    let wallet = body.opt_string("walletAddress")?.unwrap_or_else(|| crate::payments::ledger::DEFAULT_WALLET.into());
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "amount",
+                format!("amount must be a positive amount of {currency}"),
+            )
+        })?;
+    let wallet = body
+        .opt_string("walletAddress")?
+        .unwrap_or_else(|| crate::payments::ledger::DEFAULT_WALLET.into());
     if wallet.len() > 128 {
-        return Err(ApiError::invalid("walletAddress", "walletAddress is too long"));
+        return Err(ApiError::invalid(
+            "walletAddress",
+            "walletAddress is too long",
+        ));
     }
     state.store.ensure_user(&user_id).await?;
-    let balance = state.payments.credit(&user_id, &wallet, &currency, amount).await?;
-    Ok(ok(json!({ "userId": user_id, "walletAddress": wallet.to_lowercase(), "currency": currency, "balance": major_json(balance, &currency) })))
+    let balance = state
+        .payments
+        .credit(&user_id, &wallet, &currency, amount)
+        .await?;
+    Ok(ok(
+        json!({ "userId": user_id, "walletAddress": wallet.to_lowercase(), "currency": currency, "balance": major_json(balance, &currency) }),
+    ))
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// The server's own pay page: the session and the amount, and a button that
@@ -273,14 +380,34 @@ async fn pay(State(state): State<AppState>, Path(id): Path<String>) -> Response 
 async fn render(state: &AppState, id: &str, notice: Option<String>) -> Response {
     let link = match state.store.payment_link(id).await {
         Ok(Some(link)) => link,
-        Ok(None) => return (StatusCode::NOT_FOUND, Html(page("Payment link not found", "<p>This payment link does not exist.</p>"))).into_response(),
+        Ok(None) => {
+            return (
+                StatusCode::NOT_FOUND,
+                Html(page(
+                    "Payment link not found",
+                    "<p>This payment link does not exist.</p>",
+                )),
+            )
+                .into_response()
+        }
         Err(e) => return ApiError::internal(e).into_response(),
     };
     let session = state.store.session(&link.session_id).await.ok().flatten();
-    let amount = format!("{} {}", major_json(link.amount_minor, &link.currency), link.currency);
+    let amount = format!(
+        "{} {}",
+        major_json(link.amount_minor, &link.currency),
+        link.currency
+    );
     let expired = link.status == "pending" && link.expires_at <= Utc::now();
-    let status = if expired { "expired".to_owned() } else { link.status.clone() };
-    let mut rows = format!("<tr><th>Amount</th><td id=\"amount\">{}</td></tr>", escape(&amount));
+    let status = if expired {
+        "expired".to_owned()
+    } else {
+        link.status.clone()
+    };
+    let mut rows = format!(
+        "<tr><th>Amount</th><td id=\"amount\">{}</td></tr>",
+        escape(&amount)
+    );
     if let Some(s) = &session {
         rows.push_str(&format!(
             "<tr><th>Station</th><td>{}</td></tr><tr><th>Energy</th><td>{} kWh</td></tr><tr><th>Started</th><td>{}</td></tr><tr><th>Ended</th><td>{}</td></tr>",
@@ -298,11 +425,17 @@ async fn render(state: &AppState, id: &str, notice: Option<String>) -> Response 
     let action = if status == "pending" && link.provider == "local" {
         format!("<form method=\"post\" action=\"/pay/{}\"><button id=\"pay\" type=\"submit\">Pay {} from my wallet</button></form>", escape(&link.id), escape(&amount))
     } else if status == "pending" {
-        format!("<p><a id=\"pay\" href=\"{}\">Pay {}</a></p>", escape(&link.url), escape(&amount))
+        format!(
+            "<p><a id=\"pay\" href=\"{}\">Pay {}</a></p>",
+            escape(&link.url),
+            escape(&amount)
+        )
     } else {
         String::new()
     };
-    let notice = notice.map(|n| format!("<p id=\"notice\">{}</p>", escape(&n))).unwrap_or_default();
+    let notice = notice
+        .map(|n| format!("<p id=\"notice\">{}</p>", escape(&n)))
+        .unwrap_or_default();
     let body = format!("{notice}<table>{rows}</table>{action}");
     Html(page("Pay for your charging session", &body)).into_response()
 }

@@ -310,7 +310,10 @@ impl Connection {
 
     /// The action of our outstanding CALL an answer with `id` belongs to.
     fn answered_action(&self, id: &str) -> Option<&str> {
-        self.pending.as_ref().filter(|p| p.message_id == id).map(|p| p.action.as_str())
+        self.pending
+            .as_ref()
+            .filter(|p| p.message_id == id)
+            .map(|p| p.action.as_str())
     }
 
     fn on_answer(&mut self, id: &str, result: Result<Value, CommandError>) {

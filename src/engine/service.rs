@@ -4,8 +4,8 @@ use super::calc::{self, DEFAULT_BATTERY_CAPACITY_WH};
 use crate::charger::{CommandError, Registry};
 use crate::config::Config;
 use crate::store::{
-    SessionConflict, SessionRecord, SharedStore, Tariff, SESSION_ACTIVE, SESSION_CANCELLED,
-    SESSION_COMPLETED,
+    SessionConflict, SessionRecord, SessionStart, SharedStore, Tariff, SESSION_ACTIVE,
+    SESSION_CANCELLED, SESSION_COMPLETED,
 };
 use chrono::Utc;
 use serde_json::json;
@@ -166,36 +166,17 @@ impl Engine {
             .and_then(|u| u.battery_capacity_wh)
             .unwrap_or(DEFAULT_BATTERY_CAPACITY_WH);
         let now = crate::ocpp::time::now_ms();
-        let mut session = SessionRecord {
-            id: uuid::Uuid::new_v4().to_string(),
+        let mut session = SessionRecord::begin(SessionStart {
             user_id: request.user_id.clone(),
             station_id: request.station_id.clone(),
             station_name: name,
             connector_id: request.connector_id.clone(),
-            source: "app".into(),
-            status: SESSION_ACTIVE.into(),
-            charger_id: None,
-            ocpp_connector_id: None,
-            transaction_id: None,
-            id_tag: None,
-            start_time: now,
-            end_time: None,
-            last_reading_at: None,
-            battery_level_start: battery_start,
-            battery_level: battery_start,
-            energy_wh: 0.0,
-            energy_reported: false,
-            price_micros: tariff.price_micros,
-            currency: tariff.currency,
-            cost_minor: 0,
+            tariff,
             battery_capacity_wh: capacity,
-            station_rating: None,
-            end_reason: None,
-            remote_start_deadline: None,
-            created_at: now,
-            updated_at: now,
-            payment: Default::default(),
-        };
+            start_time: now,
+        });
+        session.battery_level_start = battery_start;
+        session.battery_level = battery_start;
 
         let Some(_charger) = charger else {
             return self.create(session).await;

@@ -23,23 +23,51 @@ pub fn hold_account(user_id: &str, address: &str) -> String {
 
 fn pair(from: String, to: String, currency: &str, amount: i64) -> Vec<LedgerEntry> {
     vec![
-        LedgerEntry { account: from, currency: currency.to_owned(), amount_minor: -amount },
-        LedgerEntry { account: to, currency: currency.to_owned(), amount_minor: amount },
+        LedgerEntry {
+            account: from,
+            currency: currency.to_owned(),
+            amount_minor: -amount,
+        },
+        LedgerEntry {
+            account: to,
+            currency: currency.to_owned(),
+            amount_minor: amount,
+        },
     ]
 }
 
 pub fn credit(user_id: &str, address: &str, currency: &str, amount: i64) -> Vec<LedgerEntry> {
-    pair("funding".into(), wallet_account(user_id, address), currency, amount)
+    pair(
+        "funding".into(),
+        wallet_account(user_id, address),
+        currency,
+        amount,
+    )
 }
 
 pub fn hold(user_id: &str, address: &str, currency: &str, amount: i64) -> Vec<LedgerEntry> {
-    pair(wallet_account(user_id, address), hold_account(user_id, address), currency, amount)
+    pair(
+        wallet_account(user_id, address),
+        hold_account(user_id, address),
+        currency,
+        amount,
+    )
 }
 
 pub fn release(user_id: &str, address: &str, currency: &str, amount: i64) -> Vec<LedgerEntry> {
-    pair(hold_account(user_id, address), wallet_account(user_id, address), currency, amount)
+    pair(
+        hold_account(user_id, address),
+        wallet_account(user_id, address),
+        currency,
+        amount,
+    )
 }
 
 pub fn settle(user_id: &str, address: &str, currency: &str, amount: i64) -> Vec<LedgerEntry> {
-    pair(wallet_account(user_id, address), "revenue".into(), currency, amount)
+    pair(
+        wallet_account(user_id, address),
+        "revenue".into(),
+        currency,
+        amount,
+    )
 }

@@ -17,7 +17,12 @@ use std::time::Duration;
 pub trait LinkProvider: Send + Sync {
     /// Makes a link for `amount_minor` of the session's currency, expiring
     /// after the configured lifetime. The caller stores it.
-    async fn create(&self, session: &SessionRecord, amount_minor: i64, metadata: &Value) -> Result<PaymentLinkRecord>;
+    async fn create(
+        &self,
+        session: &SessionRecord,
+        amount_minor: i64,
+        metadata: &Value,
+    ) -> Result<PaymentLinkRecord>;
     /// Best effort: makes a link that is being replaced unusable at the provider.
     async fn withdraw(&self, link: &PaymentLinkRecord);
 }
@@ -26,16 +31,29 @@ pub fn from_config(config: &Config, _store: SharedStore) -> Result<Arc<dyn LinkP
     let ttl = config.payment_link_ttl;
     match config.payment_links.as_str() {
         "stripe" => {
-            let key = config.stripe_secret_key.clone().ok_or_else(|| anyhow::anyhow!("CSMS_PAYMENT_LINKS=stripe needs CSMS_STRIPE_SECRET_KEY"))?;
+            let key = config.stripe_secret_key.clone().ok_or_else(|| {
+                anyhow::anyhow!("CSMS_PAYMENT_LINKS=stripe needs CSMS_STRIPE_SECRET_KEY")
+            })?;
             anyhow::ensure!(
                 ttl >= Duration::from_secs(30 * 60) && ttl <= Duration::from_secs(24 * 3600),
                 "Stripe Checkout Sessions live 30 minutes to 24 hours: CSMS_PAYMENT_LINK_TTL must be within that"
             );
-            let client = StripeClient::new(StripeConfig { base_url: config.stripe_base_url.clone(), secret_key: key, timeout: Duration::from_secs(20) })
-                .map_err(|e| anyhow::anyhow!("Stripe client: {e}"))?;
-            Ok(Arc::new(StripeLinks { client, ttl, public_url: config.public_url.trim_end_matches('/').to_owned() }))
+            let client = StripeClient::new(StripeConfig {
+                base_url: config.stripe_base_url.clone(),
+                secret_key: key,
+                timeout: Duration::from_secs(20),
+            })
+            .map_err(|e| anyhow::anyhow!("Stripe client: {e}"))?;
+            Ok(Arc::new(StripeLinks {
+                client,
+                ttl,
+                public_url: config.public_url.trim_end_matches('/').to_owned(),
+            }))
         }
-        _ => Ok(Arc::new(LocalLinks { ttl, public_url: config.public_url.trim_end_matches('/').to_owned() })),
+        _ => Ok(Arc::new(LocalLinks {
+            ttl,
+            public_url: config.public_url.trim_end_matches('/').to_owned(),
+        })),
     }
 }
 
@@ -50,7 +68,13 @@ struct Made {
 
 fn record(session: &SessionRecord, made: Made, amount: i64, metadata: &Value) -> PaymentLinkRecord {
     let now = now_ms();
-    let Made { id, provider, provider_ref, url, expires_at } = made;
+    let Made {
+        id,
+        provider,
+        provider_ref,
+        url,
+        expires_at,
+    } = made;
     PaymentLinkRecord {
         id,
         session_id: session.id.clone(),
@@ -77,11 +101,27 @@ pub struct LocalLinks {
 
 #[async_trait]
 impl LinkProvider for LocalLinks {
-    async fn create(&self, session: &SessionRecord, amount_minor: i64, metadata: &Value) -> Result<PaymentLinkRecord> {
+    async fn create(
+        &self,
+        session: &SessionRecord,
+        amount_minor: i64,
+        metadata: &Value,
+    ) -> Result<PaymentLinkRecord> {
         let id = uuid::Uuid::new_v4().to_string();
         let expires_at = now_ms() + chrono::Duration::from_std(self.ttl)?;
         let url = format!("{}/pay/{id}", self.public_url);
-        Ok(record(session, Made { id, provider: "local", provider_ref: None, url, expires_at }, amount_minor, metadata))
+        Ok(record(
+            session,
+            Made {
+                id,
+                provider: "local",
+                provider_ref: None,
+                url,
+                expires_at,
+            },
+            amount_minor,
+            metadata,
+        ))
     }
 
     async fn withdraw(&self, _link: &PaymentLinkRecord) {
@@ -97,7 +137,12 @@ pub struct StripeLinks {
 
 #[async_trait]
 impl LinkProvider for StripeLinks {
-    async fn create(&self, session: &SessionRecord, amount_minor: i64, metadata: &Value) -> Result<PaymentLinkRecord> {
+    async fn create(
+        &self,
+        session: &SessionRecord,
+        amount_minor: i64,
+        metadata: &Value,
+    ) -> Result<PaymentLinkRecord> {
         let id = uuid::Uuid::new_v4().to_string();
         let expires_at = chrono::Utc::now().timestamp() + self.ttl.as_secs() as i64;
         // Stripe metadata values are strings.
@@ -105,7 +150,12 @@ impl LinkProvider for StripeLinks {
         if let Some(map) = metadata.as_object() {
             for (k, v) in map {
                 if !v.is_null() {
-                    meta.insert(k.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()));
+                    meta.insert(
+                        k.clone(),
+                        v.as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| v.to_string()),
+                    );
                 }
             }
         }
@@ -121,10 +171,29 @@ impl LinkProvider for StripeLinks {
             metadata: meta,
         };
         // The link id is the idempotency key: a retried create makes no second session.
-        let checkout = self.client.create_checkout_session(&request, &id).await.map_err(|e| anyhow::anyhow!("Stripe: {e}"))?;
-        let url = checkout.url.clone().ok_or_else(|| anyhow::anyhow!("Stripe returned a Checkout Session without a URL"))?;
-        let expires = chrono::DateTime::from_timestamp(checkout.expires_at, 0).unwrap_or_else(chrono::Utc::now);
-        Ok(record(session, Made { id, provider: "stripe", provider_ref: Some(checkout.id), url, expires_at: expires }, amount_minor, metadata))
+        let checkout = self
+            .client
+            .create_checkout_session(&request, &id)
+            .await
+            .map_err(|e| anyhow::anyhow!("Stripe: {e}"))?;
+        let url = checkout
+            .url
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("Stripe returned a Checkout Session without a URL"))?;
+        let expires = chrono::DateTime::from_timestamp(checkout.expires_at, 0)
+            .unwrap_or_else(chrono::Utc::now);
+        Ok(record(
+            session,
+            Made {
+                id,
+                provider: "stripe",
+                provider_ref: Some(checkout.id),
+                url,
+                expires_at: expires,
+            },
+            amount_minor,
+            metadata,
+        ))
     }
 
     async fn withdraw(&self, link: &PaymentLinkRecord) {

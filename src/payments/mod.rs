@@ -3,9 +3,9 @@
 
 pub mod decimal;
 pub mod evm;
-pub mod stripe;
 pub mod ledger;
 pub mod links;
 pub mod service;
+pub mod stripe;
 
 pub use service::Payments;

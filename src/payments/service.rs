@@ -87,7 +87,11 @@ impl Payments {
         let evm = if evm_chains.is_empty() {
             None
         } else {
-            let rpc_url = config.evm_rpc_url.clone().ok_or_else(|| anyhow::anyhow!("CSMS_BALANCE_PROVIDERS names evm chains but CSMS_EVM_RPC_URL is unset"))?;
+            let rpc_url = config.evm_rpc_url.clone().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "CSMS_BALANCE_PROVIDERS names evm chains but CSMS_EVM_RPC_URL is unset"
+                )
+            })?;
             let provider = super::evm::EvmBalanceProvider::new(super::evm::EvmConfig {
                 rpc_url,
                 token_contract: config.evm_token_contract.clone(),
@@ -99,17 +103,33 @@ impl Payments {
             Some(Arc::new(provider))
         };
         let links = links::from_config(&config, store.clone())?;
-        Ok(Payments { store, engine, config, evm, evm_chains: Arc::new(evm_chains), links })
+        Ok(Payments {
+            store,
+            engine,
+            config,
+            evm,
+            evm_chains: Arc::new(evm_chains),
+            links,
+        })
     }
 
     fn evm_chains(config: &Config) -> anyhow::Result<Vec<String>> {
         let mut chains = Vec::new();
-        for pair in config.balance_providers.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (chain, provider) = pair.split_once('=').ok_or_else(|| anyhow::anyhow!("CSMS_BALANCE_PROVIDERS: {pair:?} is not chain=provider"))?;
+        for pair in config
+            .balance_providers
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let (chain, provider) = pair.split_once('=').ok_or_else(|| {
+                anyhow::anyhow!("CSMS_BALANCE_PROVIDERS: {pair:?} is not chain=provider")
+            })?;
             match provider.trim() {
                 "evm" => chains.push(chain.trim().to_lowercase()),
                 "ledger" => {}
-                other => anyhow::bail!("CSMS_BALANCE_PROVIDERS: unknown provider {other:?} (use ledger or evm)"),
+                other => anyhow::bail!(
+                    "CSMS_BALANCE_PROVIDERS: unknown provider {other:?} (use ledger or evm)"
+                ),
             }
         }
         Ok(chains)
@@ -180,16 +200,32 @@ impl Payments {
 
     /// Balance check first; then the session, through the engine (which
     /// tells the charger to start); then the hold on the wallet.
-    pub async fn start(&self, request: PaidStart) -> Result<(SessionRecord, BalanceCheckRecord), PaymentError> {
+    pub async fn start(
+        &self,
+        request: PaidStart,
+    ) -> Result<(SessionRecord, BalanceCheckRecord), PaymentError> {
         let (currency, _) = self.tariff_of(&request.charger_id).await?;
-        let requested = crate::engine::money::parse_amount_minor(&request.expected_max_cost, &currency)
-            .filter(|m| *m > 0)
-            .ok_or_else(|| EngineError::Invalid {
-                field: "expectedMaxCost",
-                message: format!("expectedMaxCost must be a positive amount of {currency} with at most {} decimals", minor_digits(&currency)),
-            })?;
+        let requested = crate::engine::money::parse_amount_minor(
+            &request.expected_max_cost,
+            &currency,
+        )
+        .filter(|m| *m > 0)
+        .ok_or_else(|| EngineError::Invalid {
+            field: "expectedMaxCost",
+            message: format!(
+                "expectedMaxCost must be a positive amount of {currency} with at most {} decimals",
+                minor_digits(&currency)
+            ),
+        })?;
         let check = self
-            .check_balance(&request.user_id, &request.wallet_address, &request.chain, &currency, requested, request.metadata.clone())
+            .check_balance(
+                &request.user_id,
+                &request.wallet_address,
+                &request.chain,
+                &currency,
+                requested,
+                request.metadata.clone(),
+            )
             .await?;
         match check.status.as_str() {
             INSUFFICIENT => return Err(PaymentError::Insufficient(Box::new(check))),
@@ -217,8 +253,20 @@ impl Payments {
             )
             .await?;
         if check.provider == "ledger" && self.config.ledger_reserve {
-            let entries = ledger::hold(&request.user_id, &request.wallet_address, &currency, requested);
-            self.store.ledger_post("hold", &session.id, "expectedMaxCost held while the session runs", &entries).await?;
+            let entries = ledger::hold(
+                &request.user_id,
+                &request.wallet_address,
+                &currency,
+                requested,
+            );
+            self.store
+                .ledger_post(
+                    "hold",
+                    &session.id,
+                    "expectedMaxCost held while the session runs",
+                    &entries,
+                )
+                .await?;
         }
         let session = self.store.session(&session.id).await?.unwrap_or(session);
         let check = self.store.balance_check(&check.id).await?.unwrap_or(check);
@@ -228,16 +276,30 @@ impl Payments {
     async fn tariff_of(&self, station_id: &str) -> anyhow::Result<(String, i64)> {
         Ok(match self.store.station(station_id).await? {
             Some(s) => (s.currency, s.price_micros),
-            None => (self.config.default_currency.clone(), self.config.default_price_micros),
+            None => (
+                self.config.default_currency.clone(),
+                self.config.default_price_micros,
+            ),
         })
     }
 
     /// Stops a session and, once it has ended, makes its payment link.
-    pub async fn stop(&self, caller: &Caller, session_id: &str, final_cost: Option<i64>) -> Result<StopResult, PaymentError> {
+    pub async fn stop(
+        &self,
+        caller: &Caller,
+        session_id: &str,
+        final_cost: Option<i64>,
+    ) -> Result<StopResult, PaymentError> {
         let session = self.engine.owned_session(caller, session_id).await?;
         let session = if session.status == SESSION_ACTIVE {
             match self.engine.end(caller, session_id, None, None).await? {
-                (session, true) => return Ok(StopResult { session, link: None, stopping: true }),
+                (session, true) => {
+                    return Ok(StopResult {
+                        session,
+                        link: None,
+                        stopping: true,
+                    })
+                }
                 (session, false) => session,
             }
         } else {
@@ -245,13 +307,21 @@ impl Payments {
         };
         let link = self.finalize(&session.id, final_cost).await?;
         let session = self.store.session(&session.id).await?.unwrap_or(session);
-        Ok(StopResult { session, link, stopping: false })
+        Ok(StopResult {
+            session,
+            link,
+            stopping: false,
+        })
     }
 
     /// The payment step of an ended session, done once: release its hold,
     /// apply an admin's final cost, create its link. Returns the session's
     /// live (or paid) link.
-    pub async fn finalize(&self, session_id: &str, cost_override: Option<i64>) -> Result<Option<PaymentLinkRecord>, PaymentError> {
+    pub async fn finalize(
+        &self,
+        session_id: &str,
+        cost_override: Option<i64>,
+    ) -> Result<Option<PaymentLinkRecord>, PaymentError> {
         let Some(session) = self.store.session(session_id).await? else {
             return Err(EngineError::SessionNotFound.into());
         };
@@ -261,10 +331,25 @@ impl Payments {
                 _ => cost_override.unwrap_or(session.cost_minor),
             };
             let release = self.release_entries(&session).await?;
-            let link = if cost > 0 { Some(self.links.create(&session, cost, &self.link_metadata(&session, cost)).await?) } else { None };
+            let link = if cost > 0 {
+                Some(
+                    self.links
+                        .create(&session, cost, &self.link_metadata(&session, cost))
+                        .await?,
+                )
+            } else {
+                None
+            };
             let claimed = self
                 .store
-                .settle_session_payment(&session.id, release.as_ref().map(|e| (session.id.as_str(), e.as_slice())), cost_override, link.as_ref())
+                .settle_session_payment(
+                    &session.id,
+                    release
+                        .as_ref()
+                        .map(|e| (session.id.as_str(), e.as_slice())),
+                    cost_override,
+                    link.as_ref(),
+                )
                 .await?;
             if !claimed {
                 // Someone else did the step meanwhile; withdraw our link.
@@ -274,16 +359,31 @@ impl Payments {
             }
         }
         let links = self.store.payment_links_of_session(session_id).await?;
-        Ok(links.into_iter().rev().find(|l| l.status == LINK_PENDING || l.status == LINK_PAID))
+        Ok(links
+            .into_iter()
+            .rev()
+            .find(|l| l.status == LINK_PENDING || l.status == LINK_PAID))
     }
 
-    async fn release_entries(&self, session: &SessionRecord) -> anyhow::Result<Option<Vec<LedgerEntry>>> {
-        let Some(check_id) = &session.payment.balance_check_id else { return Ok(None) };
-        let Some(check) = self.store.balance_check(check_id).await? else { return Ok(None) };
+    async fn release_entries(
+        &self,
+        session: &SessionRecord,
+    ) -> anyhow::Result<Option<Vec<LedgerEntry>>> {
+        let Some(check_id) = &session.payment.balance_check_id else {
+            return Ok(None);
+        };
+        let Some(check) = self.store.balance_check(check_id).await? else {
+            return Ok(None);
+        };
         if check.provider != "ledger" || !self.config.ledger_reserve {
             return Ok(None);
         }
-        Ok(Some(ledger::release(&check.user_id, &check.wallet_address, &check.currency, check.requested_amount_minor)))
+        Ok(Some(ledger::release(
+            &check.user_id,
+            &check.wallet_address,
+            &check.currency,
+            check.requested_amount_minor,
+        )))
     }
 
     fn link_metadata(&self, session: &SessionRecord, cost: i64) -> Value {
@@ -304,42 +404,85 @@ impl Payments {
 
     /// Expires a session's expired or failed link and makes a new one for
     /// the same amount; a session never has two live links.
-    pub async fn recreate(&self, caller: &Caller, link_id: &str) -> Result<PaymentLinkRecord, PaymentError> {
-        let old = self.store.payment_link(link_id).await?.ok_or(PaymentError::LinkNotFound)?;
+    pub async fn recreate(
+        &self,
+        caller: &Caller,
+        link_id: &str,
+    ) -> Result<PaymentLinkRecord, PaymentError> {
+        let old = self
+            .store
+            .payment_link(link_id)
+            .await?
+            .ok_or(PaymentError::LinkNotFound)?;
         if old.user_id != caller.user_id && !caller.is_admin {
             return Err(EngineError::NotOwner.into());
         }
         let links = self.store.payment_links_of_session(&old.session_id).await?;
         if links.iter().any(|l| l.status == LINK_PAID) {
-            return Err(PaymentError::Conflict("This session is paid already".into()));
+            return Err(PaymentError::Conflict(
+                "This session is paid already".into(),
+            ));
         }
-        if links.iter().any(|l| l.id != old.id && l.status == LINK_PENDING) {
-            return Err(PaymentError::Conflict("This session has a newer live payment link".into()));
+        if links
+            .iter()
+            .any(|l| l.id != old.id && l.status == LINK_PENDING)
+        {
+            return Err(PaymentError::Conflict(
+                "This session has a newer live payment link".into(),
+            ));
         }
-        let session = self.store.session(&old.session_id).await?.ok_or(EngineError::SessionNotFound)?;
+        let session = self
+            .store
+            .session(&old.session_id)
+            .await?
+            .ok_or(EngineError::SessionNotFound)?;
         if old.status == LINK_PENDING {
             self.links.withdraw(&old).await;
         }
-        let link = self.links.create(&session, old.amount_minor, &old.metadata).await?;
+        let link = self
+            .links
+            .create(&session, old.amount_minor, &old.metadata)
+            .await?;
         self.store.create_payment_link(&link, Some(&old.id)).await?;
         Ok(link)
     }
 
     /// Pays a local link from the owner's prepaid wallet.
     pub async fn pay_from_wallet(&self, link_id: &str) -> Result<PaymentLinkRecord, PaymentError> {
-        let link = self.store.payment_link(link_id).await?.ok_or(PaymentError::LinkNotFound)?;
+        let link = self
+            .store
+            .payment_link(link_id)
+            .await?
+            .ok_or(PaymentError::LinkNotFound)?;
         if link.provider != "local" {
-            return Err(PaymentError::Conflict("This link is paid through its provider's page".into()));
+            return Err(PaymentError::Conflict(
+                "This link is paid through its provider's page".into(),
+            ));
         }
         if link.status != LINK_PENDING {
-            return Err(PaymentError::Conflict(format!("This payment link is {}", link.status)));
+            return Err(PaymentError::Conflict(format!(
+                "This payment link is {}",
+                link.status
+            )));
         }
         if link.expires_at <= Utc::now() {
-            self.store.set_link_status(&link.id, LINK_EXPIRED, now_ms()).await?;
-            return Err(PaymentError::Conflict("This payment link has expired".into()));
+            self.store
+                .set_link_status(&link.id, LINK_EXPIRED, now_ms())
+                .await?;
+            return Err(PaymentError::Conflict(
+                "This payment link has expired".into(),
+            ));
         }
-        let session = self.store.session(&link.session_id).await?.ok_or(EngineError::SessionNotFound)?;
-        let wallet = session.payment.wallet_address.clone().unwrap_or_else(|| ledger::DEFAULT_WALLET.into());
+        let session = self
+            .store
+            .session(&link.session_id)
+            .await?
+            .ok_or(EngineError::SessionNotFound)?;
+        let wallet = session
+            .payment
+            .wallet_address
+            .clone()
+            .unwrap_or_else(|| ledger::DEFAULT_WALLET.into());
         let account = ledger::wallet_account(&link.user_id, &wallet);
         let available = self.store.ledger_balance(&account, &link.currency).await?;
         if available < link.amount_minor {
@@ -352,26 +495,48 @@ impl Payments {
             )));
         }
         let entries = ledger::settle(&link.user_id, &wallet, &link.currency, link.amount_minor);
-        if !self.store.pay_link_from_ledger(&link.id, &link.session_id, &entries, now_ms()).await? {
-            return Err(PaymentError::Conflict("This payment link is no longer pending".into()));
+        if !self
+            .store
+            .pay_link_from_ledger(&link.id, &link.session_id, &entries, now_ms())
+            .await?
+        {
+            return Err(PaymentError::Conflict(
+                "This payment link is no longer pending".into(),
+            ));
         }
         Ok(self.store.payment_link(&link.id).await?.unwrap_or(link))
     }
 
     /// Verifies and applies a Stripe webhook. Ok(false) for a replayed event.
-    pub async fn stripe_webhook(&self, raw_body: &[u8], signature: &str) -> Result<bool, PaymentError> {
+    pub async fn stripe_webhook(
+        &self,
+        raw_body: &[u8],
+        signature: &str,
+    ) -> Result<bool, PaymentError> {
         let secret = self
             .config
             .stripe_webhook_secret
             .as_deref()
             .ok_or_else(|| PaymentError::Provider("Stripe webhooks are not configured".into()))?;
-        let event = super::stripe::verify_webhook(raw_body, signature, secret, Utc::now().timestamp(), super::stripe::DEFAULT_WEBHOOK_TOLERANCE_SECS)
-            .map_err(|e| PaymentError::Provider(e.to_string()))?;
-        if !self.store.record_stripe_event(&event.id, &event.kind).await? {
+        let event = super::stripe::verify_webhook(
+            raw_body,
+            signature,
+            secret,
+            Utc::now().timestamp(),
+            super::stripe::DEFAULT_WEBHOOK_TOLERANCE_SECS,
+        )
+        .map_err(|e| PaymentError::Provider(e.to_string()))?;
+        if !self
+            .store
+            .record_stripe_event(&event.id, &event.kind)
+            .await?
+        {
             tracing::info!(event = %event.id, "Stripe event seen before: ignored");
             return Ok(false);
         }
-        let Some(reference) = event.object_id.as_deref() else { return Ok(true) };
+        let Some(reference) = event.object_id.as_deref() else {
+            return Ok(true);
+        };
         let Some(link) = self.store.payment_link_by_ref(reference).await? else {
             tracing::warn!(event = %event.id, reference, "Stripe event for no known link");
             return Ok(true);
@@ -385,17 +550,35 @@ impl Payments {
             _ => None,
         };
         if let Some(status) = new_status {
-            let changed = self.store.set_link_status(&link.id, status, now_ms()).await?;
+            let changed = self
+                .store
+                .set_link_status(&link.id, status, now_ms())
+                .await?;
             tracing::info!(link = %link.id, status, changed, "Stripe webhook applied");
         }
         Ok(true)
     }
 
     /// Credits a driver's prepaid wallet (an operator's top-up).
-    pub async fn credit(&self, user_id: &str, wallet_address: &str, currency: &str, amount_minor: i64) -> anyhow::Result<i64> {
+    pub async fn credit(
+        &self,
+        user_id: &str,
+        wallet_address: &str,
+        currency: &str,
+        amount_minor: i64,
+    ) -> anyhow::Result<i64> {
         let reference = uuid::Uuid::new_v4().to_string();
-        self.store.ledger_post("credit", &reference, "operator credit", &ledger::credit(user_id, wallet_address, currency, amount_minor)).await?;
-        self.store.ledger_balance(&ledger::wallet_account(user_id, wallet_address), currency).await
+        self.store
+            .ledger_post(
+                "credit",
+                &reference,
+                "operator credit",
+                &ledger::credit(user_id, wallet_address, currency, amount_minor),
+            )
+            .await?;
+        self.store
+            .ledger_balance(&ledger::wallet_account(user_id, wallet_address), currency)
+            .await
     }
 
     /// Finishes the payment step of sessions that ended without anyone
@@ -418,7 +601,10 @@ impl Payments {
             if let Ok(links) = self.store.pending_links().await {
                 let now = Utc::now();
                 for link in links.into_iter().filter(|l| l.expires_at <= now) {
-                    let _ = self.store.set_link_status(&link.id, LINK_EXPIRED, now_ms()).await;
+                    let _ = self
+                        .store
+                        .set_link_status(&link.id, LINK_EXPIRED, now_ms())
+                        .await;
                 }
             }
         }

@@ -34,7 +34,13 @@ pub struct TransactionFilter {
 #[async_trait]
 pub trait PaymentStore: Send + Sync {
     /// Posts a balanced movement once per (kind, reference); false if it was posted before.
-    async fn ledger_post(&self, kind: &str, reference: &str, memo: &str, entries: &[LedgerEntry]) -> Result<bool>;
+    async fn ledger_post(
+        &self,
+        kind: &str,
+        reference: &str,
+        memo: &str,
+        entries: &[LedgerEntry],
+    ) -> Result<bool>;
     async fn ledger_balance(&self, account: &str, currency: &str) -> Result<i64>;
     /// (account, currency, balance) of every account starting with `prefix`.
     async fn ledger_accounts(&self, prefix: &str) -> Result<Vec<(String, String, i64)>>;
@@ -56,7 +62,11 @@ pub trait PaymentStore: Send + Sync {
         link: Option<&PaymentLinkRecord>,
     ) -> Result<bool>;
     /// Stores a link, expiring `expire_first` in the same transaction.
-    async fn create_payment_link(&self, link: &PaymentLinkRecord, expire_first: Option<&str>) -> Result<()>;
+    async fn create_payment_link(
+        &self,
+        link: &PaymentLinkRecord,
+        expire_first: Option<&str>,
+    ) -> Result<()>;
     async fn payment_link(&self, id: &str) -> Result<Option<PaymentLinkRecord>>;
     async fn payment_link_by_ref(&self, provider_ref: &str) -> Result<Option<PaymentLinkRecord>>;
     async fn payment_links_of_session(&self, session_id: &str) -> Result<Vec<PaymentLinkRecord>>;
@@ -64,7 +74,13 @@ pub trait PaymentStore: Send + Sync {
     /// Moves a pending link to `status`; false if it was not pending.
     async fn set_link_status(&self, id: &str, status: &str, at: DateTime<Utc>) -> Result<bool>;
     /// Marks a pending link paid and posts the settlement, in one transaction.
-    async fn pay_link_from_ledger(&self, link_id: &str, reference: &str, entries: &[LedgerEntry], at: DateTime<Utc>) -> Result<bool>;
+    async fn pay_link_from_ledger(
+        &self,
+        link_id: &str,
+        reference: &str,
+        entries: &[LedgerEntry],
+        at: DateTime<Utc>,
+    ) -> Result<bool>;
     /// True the first time an event id is seen.
     async fn record_stripe_event(&self, id: &str, kind: &str) -> Result<bool>;
 }

@@ -361,6 +361,56 @@ pub struct SessionRecord {
     pub payment: SessionPayment,
 }
 
+/// Where and for whom a new session starts.
+#[derive(Debug, Clone)]
+pub struct SessionStart {
+    pub user_id: String,
+    pub station_id: String,
+    pub station_name: String,
+    pub connector_id: String,
+    pub tariff: Tariff,
+    pub battery_capacity_wh: i64,
+    pub start_time: DateTime<Utc>,
+}
+
+impl SessionRecord {
+    /// A new active app session with nothing delivered yet; an OCPP session
+    /// sets its charger fields on top.
+    pub fn begin(start: SessionStart) -> Self {
+        let now = Utc::now();
+        SessionRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            user_id: start.user_id,
+            station_id: start.station_id,
+            station_name: start.station_name,
+            connector_id: start.connector_id,
+            source: "app".into(),
+            status: SESSION_ACTIVE.into(),
+            charger_id: None,
+            ocpp_connector_id: None,
+            transaction_id: None,
+            id_tag: None,
+            start_time: start.start_time,
+            end_time: None,
+            last_reading_at: None,
+            battery_level_start: None,
+            battery_level: None,
+            energy_wh: 0.0,
+            energy_reported: false,
+            price_micros: start.tariff.price_micros,
+            currency: start.tariff.currency,
+            cost_minor: 0,
+            battery_capacity_wh: start.battery_capacity_wh,
+            station_rating: None,
+            end_reason: None,
+            remote_start_deadline: None,
+            created_at: now,
+            updated_at: now,
+            payment: SessionPayment::default(),
+        }
+    }
+}
+
 /// Why a session could not be created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionConflict {

@@ -16,7 +16,10 @@ fn check_balanced(entries: &[LedgerEntry]) -> Result<()> {
     for e in entries {
         *sums.entry(e.currency.as_str()).or_default() += e.amount_minor;
     }
-    ensure!(sums.values().all(|s| *s == 0), "ledger movement does not balance: {sums:?}");
+    ensure!(
+        sums.values().all(|s| *s == 0),
+        "ledger movement does not balance: {sums:?}"
+    );
     Ok(())
 }
 

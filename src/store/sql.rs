@@ -539,36 +539,25 @@ macro_rules! sql_store {
                 let station = station.as_ref().map(Self::station_from_row).transpose()?;
                 let capacity = sqlx::query("SELECT battery_capacity_wh FROM users WHERE id = $1").bind(&user_id).fetch_optional(&mut *c).await?;
                 let capacity = capacity.map(|r| r.try_get::<Option<i64>, _>(0)).transpose()?.flatten();
-                let session = SessionRecord {
-                    id: uuid::Uuid::new_v4().to_string(),
+                let tariff = match &station {
+                    Some(s) => Tariff { price_micros: s.price_micros, currency: s.currency.clone() },
+                    None => tx.default_tariff.clone(),
+                };
+                let mut session = SessionRecord::begin(SessionStart {
                     user_id,
                     station_id: tx.charger_id.clone(),
                     station_name: station.as_ref().map(|s| s.name.clone()).unwrap_or_else(|| tx.charger_id.clone()),
                     connector_id: format!("connector-{}", tx.connector_id),
-                    source: "ocpp".into(),
-                    status: SESSION_ACTIVE.into(),
-                    charger_id: Some(tx.charger_id.clone()),
-                    ocpp_connector_id: Some(tx.connector_id),
-                    transaction_id: Some(transaction_id),
-                    id_tag: Some(tx.id_tag.clone()),
-                    start_time: tx.start_time,
-                    end_time: None,
-                    last_reading_at: None,
-                    battery_level_start: None,
-                    battery_level: None,
-                    energy_wh: 0.0,
-                    energy_reported: true,
-                    price_micros: station.as_ref().map(|s| s.price_micros).unwrap_or(tx.default_tariff.price_micros),
-                    currency: station.as_ref().map(|s| s.currency.clone()).unwrap_or_else(|| tx.default_tariff.currency.clone()),
-                    cost_minor: 0,
+                    tariff,
                     battery_capacity_wh: capacity.unwrap_or(crate::engine::DEFAULT_BATTERY_CAPACITY_WH),
-                    station_rating: None,
-                    end_reason: None,
-                    remote_start_deadline: None,
-                    created_at: now,
-                    updated_at: now,
-                    payment: Default::default(),
-                };
+                    start_time: tx.start_time,
+                });
+                session.source = "ocpp".into();
+                session.charger_id = Some(tx.charger_id.clone());
+                session.ocpp_connector_id = Some(tx.connector_id);
+                session.transaction_id = Some(transaction_id);
+                session.id_tag = Some(tx.id_tag.clone());
+                session.energy_reported = true;
                 Self::insert_session(c, &session).await
             }
 

@@ -313,6 +313,49 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// Starts the real `csms` binary on `database_url` (port 0) and returns it
+/// with its port, read from its log. With `jwt_secret` None the server keeps
+/// (or generates) the secret in its database.
+pub async fn spawn_csms(
+    database_url: &str,
+    jwt_secret: Option<&str>,
+) -> (tokio::process::Child, u16) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_csms"));
+    command
+        .args(["--listen", "127.0.0.1:0", "--database-url", database_url])
+        .env_remove("CSMS_DATABASE_URL")
+        .env("NO_COLOR", "1")
+        .env("CSMS_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    match jwt_secret {
+        Some(secret) => command.env("CSMS_JWT_SECRET", secret),
+        None => command.env_remove("CSMS_JWT_SECRET"),
+    };
+    let mut child = command.spawn().expect("csms binary starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let port = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(at) = line.find("listening") {
+                let addr = line[at..]
+                    .split("127.0.0.1:")
+                    .nth(1)
+                    .expect("listen address in the log");
+                let digits: String = addr.chars().take_while(char::is_ascii_digit).collect();
+                return digits.parse::<u16>().unwrap();
+            }
+        }
+        panic!("server exited before listening");
+    })
+    .await
+    .expect("server starts in time");
+    // Keep draining its log so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, port)
+}
+
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A minimal charger: sends frames, reads frames, nothing automatic.
