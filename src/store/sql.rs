@@ -199,7 +199,7 @@ impl Running {
 }
 
 macro_rules! sql_store {
-    ($Store:ident, $DB:ty, $Conn:ty, $backend:literal, $migrations:literal) => {
+    ($Store:ident, $DB:ty, $Conn:ty, $backend:literal, $migrations:literal, $begin_batch:literal) => {
         /// The
         #[doc = $backend]
         /// implementation of [`Store`].
@@ -226,7 +226,7 @@ macro_rules! sql_store {
             }
 
             async fn commit_batch(pool: &sqlx::Pool<$DB>, jobs: &[Job<WriteOp, WriteOut>]) -> Result<Vec<Result<WriteOut>>> {
-                let mut tx = pool.begin().await.context("beginning a write batch")?;
+                let mut tx = pool.begin_with($begin_batch).await.context("beginning a write batch")?;
                 let mut results = Vec::with_capacity(jobs.len());
                 for job in jobs {
                     let mut savepoint = tx.begin().await.context("opening a savepoint")?;
@@ -1379,14 +1379,19 @@ sql_store!(
     sqlx::Sqlite,
     sqlx::SqliteConnection,
     "sqlite",
-    "./migrations/sqlite"
+    "./migrations/sqlite",
+    // IMMEDIATE takes the write lock up front. A deferred transaction that
+    // reads before it writes fails at once (SQLITE_BUSY_SNAPSHOT, no waiting)
+    // when another connection committed in between, as the API's writes may.
+    "BEGIN IMMEDIATE"
 );
 sql_store!(
     PostgresStore,
     sqlx::Postgres,
     sqlx::PgConnection,
     "postgres",
-    "./migrations/postgres"
+    "./migrations/postgres",
+    "BEGIN"
 );
 
 impl SqliteStore {
