@@ -47,7 +47,7 @@ pub struct FleetConfig {
     pub id_tags: Vec<String>,
     /// Stop starting sessions after this many.
     pub max_sessions: Option<u64>,
-    /// At the end, stop running sessions (reason `Local`) so every session
+    /// At the end, stop running sessions (reason `Other`) so every session
     /// has a meterStop; otherwise they are left running on the server.
     pub stop_sessions_at_end: bool,
     pub meter_interval_s: u64,

@@ -303,6 +303,14 @@ impl Charger {
     // ---------------------------------------------------------------- transactions
 
     fn start_transaction(&mut self, i: usize, id_tag: String) {
+        // A charger that is shutting down starts nothing new: an Authorize
+        // answered after the shutdown began would otherwise open a
+        // transaction nobody is left to stop.
+        if self.shutdown_deadline.is_some() {
+            tracing::debug!(connector = i + 1, "shutting down: no new transaction");
+            self.connectors[i].authorized = None;
+            return;
+        }
         let local = self.next_local_tx;
         self.next_local_tx += 1;
         let now = self.now();
