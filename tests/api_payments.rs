@@ -60,26 +60,6 @@ fn start_body(user: &str, wallet: &str, chain: &str, max: i64) -> Value {
            "connectorId": 1, "metadata": {"app": "test"}})
 }
 
-fn post(
-    server: &TestServer,
-    token: &str,
-    path: &str,
-    body: Value,
-) -> tokio::task::JoinHandle<(u16, Value)> {
-    let url = server.http_url(path);
-    let token = token.to_owned();
-    tokio::spawn(async move {
-        let response = http()
-            .post(url)
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (response.status().as_u16(), response.json().await.unwrap())
-    })
-}
-
 /// Plays the charger's side of a remote start; returns the transaction id.
 async fn accept_remote_start(charger: &mut TestCharger, meter_start: i64) -> i64 {
     let (id, action, payload) = charger.expect_call().await;
@@ -99,8 +79,7 @@ async fn paid_start(
     charger: &mut TestCharger,
     max: i64,
 ) -> (String, i64) {
-    let started = post(
-        server,
+    let started = server.post_in_background(
         token,
         "/api/v1/session/start",
         start_body(user, "0xWallet", "ledger-chain", max),
@@ -273,8 +252,7 @@ async fn an_insufficient_balance_is_402_and_recorded(backend: Backend) {
 async fn a_paid_session_runs_from_balance_check_to_payment(backend: Backend) {
     let server = TestServer::start(backend).await;
     let (user, token, mut charger) = setup(&server, Some(10_000)).await;
-    let started = post(
-        &server,
+    let started = server.post_in_background(
         &token,
         "/api/v1/session/start",
         start_body(&user, "0xWallet", "ledger-chain", 5000),
@@ -302,8 +280,7 @@ async fn a_paid_session_runs_from_balance_check_to_payment(backend: Backend) {
 
     charger.call("MeterValues", json!({"connectorId": 1, "transactionId": tx, "meterValue": [meter_sample("2024-01-15T10:15:00Z", 2000.0, None)]})).await;
     // finalCost from a driver is not honoured.
-    let stopped = post(
-        &server,
+    let stopped = server.post_in_background(
         &token,
         "/api/v1/session/stop",
         json!({"userId": user, "sessionId": session_id, "finalCost": 1}),
@@ -453,8 +430,7 @@ async fn another_users_session_cannot_be_stopped(backend: Backend) {
     );
     // An admin's finalCost is honoured.
     let admin = server.token("ops", "admin");
-    let stopped = post(
-        &server,
+    let stopped = server.post_in_background(
         &admin,
         "/api/v1/session/stop",
         json!({"userId": user, "sessionId": session_id, "finalCost": 500}),
@@ -474,8 +450,7 @@ async fn a_late_stop_transaction_still_gets_its_link(backend: Backend) {
         TestServer::start_with(backend, |c| c.stop_wait = Duration::from_millis(300)).await;
     let (user, token, mut charger) = setup(&server, Some(10_000)).await;
     let (session_id, tx) = paid_start(&server, &token, &user, &mut charger, 5000).await;
-    let stopped = post(
-        &server,
+    let stopped = server.post_in_background(
         &token,
         "/api/v1/session/stop",
         json!({"userId": user, "sessionId": session_id}),
@@ -519,8 +494,7 @@ async fn recreating_a_link_expires_the_old_one(backend: Backend) {
     let server = TestServer::start(backend).await;
     let (user, token, mut charger) = setup(&server, Some(10_000)).await;
     let (session_id, tx) = paid_start(&server, &token, &user, &mut charger, 5000).await;
-    let stopped = post(
-        &server,
+    let stopped = server.post_in_background(
         &token,
         "/api/v1/session/stop",
         json!({"userId": user, "sessionId": session_id}),
@@ -621,8 +595,7 @@ async fn recreating_a_link_expires_the_old_one(backend: Backend) {
 async fn a_charger_that_refuses_cancels_and_releases_the_hold(backend: Backend) {
     let server = TestServer::start(backend).await;
     let (user, token, mut charger) = setup(&server, Some(10_000)).await;
-    let started = post(
-        &server,
+    let started = server.post_in_background(
         &token,
         "/api/v1/session/start",
         start_body(&user, "0xWallet", "ledger-chain", 5000),
@@ -701,8 +674,7 @@ async fn stripe_checkout_links_and_webhooks(backend: Backend) {
     .await;
     let (user, token, mut charger) = setup(&server, Some(10_000)).await;
     let (session_id, tx) = paid_start(&server, &token, &user, &mut charger, 5000).await;
-    let stopped = post(
-        &server,
+    let stopped = server.post_in_background(
         &token,
         "/api/v1/session/stop",
         json!({"userId": user, "sessionId": session_id}),
@@ -840,8 +812,7 @@ async fn the_evm_provider_reads_a_real_node(backend: Backend) {
     .await;
     let (user, token, mut charger) = setup(&server, None).await;
     // Funded: anvil's first account holds 10,000 ETH.
-    let started = post(
-        &server,
+    let started = server.post_in_background(
         &token,
         "/api/v1/session/start",
         start_body(&user, anvil::DEV_ACCOUNT_0, "ethereum", 5000),

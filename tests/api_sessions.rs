@@ -655,39 +655,8 @@ fn start_in_background(
     token: &str,
     station: &str,
 ) -> tokio::task::JoinHandle<(u16, Value)> {
-    let url = server.http_url("/api/charging/sessions/start");
-    let token = token.to_owned();
     let body = json!({"stationId": station, "connectorId": "connector-1", "batteryLevelStart": 30});
-    tokio::spawn(async move {
-        let response = http()
-            .post(url)
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (response.status().as_u16(), response.json().await.unwrap())
-    })
-}
-
-fn post_in_background(
-    server: &TestServer,
-    token: &str,
-    path: &str,
-    body: Value,
-) -> tokio::task::JoinHandle<(u16, Value)> {
-    let url = server.http_url(path);
-    let token = token.to_owned();
-    tokio::spawn(async move {
-        let response = http()
-            .post(url)
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (response.status().as_u16(), response.json().await.unwrap())
-    })
+    server.post_in_background(token, "/api/charging/sessions/start", body)
 }
 
 async fn remote_start_and_stop_drive_a_real_charger(backend: Backend) {
@@ -736,8 +705,7 @@ async fn remote_start_and_stop_drive_a_real_charger(backend: Backend) {
     assert_eq!(updated["data"]["energyDelivered"], 4.2);
 
     let session_id = active["session"]["id"].as_str().unwrap().to_owned();
-    let ended = post_in_background(
-        &server,
+    let ended = server.post_in_background(
         &token,
         "/api/charging/sessions/end",
         json!({"sessionId": session_id, "batteryLevelEnd": 60, "stationRating": 4}),
@@ -886,8 +854,7 @@ async fn a_stop_the_charger_is_slow_to_confirm_answers_202(backend: Backend) {
         .api("GET", "/api/charging/sessions/active", Some(&token), None)
         .await;
     let session_id = active["session"]["id"].as_str().unwrap().to_owned();
-    let ended = post_in_background(
-        &server,
+    let ended = server.post_in_background(
         &token,
         "/api/charging/sessions/end",
         json!({"sessionId": session_id}),

@@ -918,15 +918,29 @@ async fn shutdown_closes_charger_connections_with_a_close_frame(backend: Backend
 }
 
 async fn a_charger_that_stops_answering_pings_is_closed_and_offline(backend: Backend) {
-    let server = TestServer::start_with(backend, |c| c.ws_ping_interval = Duration::from_millis(300)).await;
+    let server =
+        TestServer::start_with(backend, |c| c.ws_ping_interval = Duration::from_millis(300)).await;
     let mut charger = server.booted_charger("CP-SILENT").await;
     // A charger that reads (and so answers pings) stays connected.
-    assert!(charger.try_next_frame(Duration::from_millis(1200)).await.is_none());
+    assert!(charger
+        .try_next_frame(Duration::from_millis(1200))
+        .await
+        .is_none());
     assert!(server.state.registry.is_connected("CP-SILENT"));
     // One that stops reading sends no pongs: closed after two intervals.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(!server.state.registry.is_connected("CP-SILENT"), "closed and offline");
-    let seen = server.state.store.charger("CP-SILENT").await.unwrap().unwrap().last_seen_at;
+    assert!(
+        !server.state.registry.is_connected("CP-SILENT"),
+        "closed and offline"
+    );
+    let seen = server
+        .state
+        .store
+        .charger("CP-SILENT")
+        .await
+        .unwrap()
+        .unwrap()
+        .last_seen_at;
     assert!(seen.is_some());
     server.stop().await;
 }

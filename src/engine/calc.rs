@@ -98,36 +98,21 @@ mod tests {
     use chrono::TimeZone;
 
     fn session(start: DateTime<Utc>) -> SessionRecord {
-        SessionRecord {
-            id: "s".into(),
+        let mut s = SessionRecord::begin(crate::store::SessionStart {
             user_id: "u".into(),
             station_id: "st".into(),
             station_name: "St".into(),
             connector_id: "connector-1".into(),
-            source: "app".into(),
-            status: SESSION_ACTIVE.into(),
-            charger_id: None,
-            ocpp_connector_id: None,
-            transaction_id: None,
-            id_tag: None,
-            start_time: start,
-            end_time: None,
-            last_reading_at: None,
-            battery_level_start: Some(45.0),
-            battery_level: Some(45.0),
-            energy_wh: 0.0,
-            energy_reported: false,
-            price_micros: 165_000_000,
-            currency: "NGN".into(),
-            cost_minor: 0,
+            tariff: crate::store::Tariff {
+                price_micros: 165_000_000,
+                currency: "NGN".into(),
+            },
             battery_capacity_wh: DEFAULT_BATTERY_CAPACITY_WH,
-            station_rating: None,
-            end_reason: None,
-            remote_start_deadline: None,
-            created_at: start,
-            updated_at: start,
-            payment: Default::default(),
-        }
+            start_time: start,
+        });
+        s.battery_level_start = Some(45.0);
+        s.battery_level = Some(45.0);
+        s
     }
 
     #[test]

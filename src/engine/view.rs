@@ -168,36 +168,25 @@ mod tests {
         cost: i64,
         station: &str,
     ) -> SessionRecord {
-        SessionRecord {
-            id: format!("{start}"),
+        let mut s = SessionRecord::begin(crate::store::SessionStart {
             user_id: "u".into(),
             station_id: station.into(),
             station_name: format!("{station} name"),
             connector_id: "connector-1".into(),
-            source: "app".into(),
-            status: SESSION_COMPLETED.into(),
-            charger_id: None,
-            ocpp_connector_id: None,
-            transaction_id: None,
-            id_tag: None,
-            start_time: start,
-            end_time: Some(start + chrono::Duration::minutes(minutes)),
-            last_reading_at: None,
-            battery_level_start: None,
-            battery_level: None,
-            energy_wh: wh,
-            energy_reported: true,
-            price_micros: 165_000_000,
-            currency: "NGN".into(),
-            cost_minor: cost,
+            tariff: crate::store::Tariff {
+                price_micros: 165_000_000,
+                currency: "NGN".into(),
+            },
             battery_capacity_wh: 60_000,
-            station_rating: None,
-            end_reason: None,
-            remote_start_deadline: None,
-            created_at: start,
-            updated_at: start,
-            payment: Default::default(),
-        }
+            start_time: start,
+        });
+        s.id = format!("{start}");
+        s.status = SESSION_COMPLETED.into();
+        s.end_time = Some(start + chrono::Duration::minutes(minutes));
+        s.energy_wh = wh;
+        s.energy_reported = true;
+        s.cost_minor = cost;
+        s
     }
 
     #[test]

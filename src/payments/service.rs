@@ -205,18 +205,16 @@ impl Payments {
         request: PaidStart,
     ) -> Result<(SessionRecord, BalanceCheckRecord), PaymentError> {
         let (currency, _) = self.tariff_of(&request.charger_id).await?;
-        let requested = crate::engine::money::parse_amount_minor(
-            &request.expected_max_cost,
-            &currency,
-        )
-        .filter(|m| *m > 0)
-        .ok_or_else(|| EngineError::Invalid {
-            field: "expectedMaxCost",
-            message: format!(
+        let requested =
+            crate::engine::money::parse_amount_minor(&request.expected_max_cost, &currency)
+                .filter(|m| *m > 0)
+                .ok_or_else(|| EngineError::Invalid {
+                    field: "expectedMaxCost",
+                    message: format!(
                 "expectedMaxCost must be a positive amount of {currency} with at most {} decimals",
                 minor_digits(&currency)
             ),
-        })?;
+                })?;
         let check = self
             .check_balance(
                 &request.user_id,

@@ -227,6 +227,28 @@ impl TestServer {
         (status, json)
     }
 
+    /// POSTs in a task of its own, for calls that make the server talk to a
+    /// charger the test plays meanwhile.
+    pub fn post_in_background(
+        &self,
+        token: &str,
+        path: &str,
+        body: Value,
+    ) -> tokio::task::JoinHandle<(u16, Value)> {
+        let url = self.http_url(path);
+        let token = token.to_owned();
+        tokio::spawn(async move {
+            let response = http()
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.json().await.unwrap())
+        })
+    }
+
     /// Sends a raw body (for malformed-JSON cases).
     pub async fn api_raw(
         &self,
