@@ -833,15 +833,16 @@ async fn the_evm_provider_reads_a_real_node(backend: Backend) {
     );
     let session_id = body["data"]["sessionId"].as_str().unwrap().to_owned();
     let admin = server.token("ops", "admin");
-    server
-        .api(
-            "POST",
-            "/api/charging/sessions/cancel",
-            Some(&admin),
-            Some(json!({"sessionId": session_id})),
-        )
-        .await;
-    let _ = charger.try_next_frame(Duration::from_millis(500)).await;
+    // Cancelled (by an admin), so this driver may start again.
+    let cancelled = server.post_in_background(
+        &admin,
+        "/api/charging/sessions/cancel",
+        json!({"sessionId": session_id}),
+    );
+    let (id, action, _) = charger.expect_call().await;
+    assert_eq!(action, "RemoteStopTransaction");
+    charger.reply(&id, json!({"status": "Accepted"})).await;
+    assert_eq!(cancelled.await.unwrap().1["data"]["status"], "cancelled");
 
     // Empty: a fresh address.
     let empty = "0x000000000000000000000000000000000000dEaD";
