@@ -586,9 +586,21 @@ impl Payments {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
+            // A stop request that is still waiting for its StopTransaction
+            // does the payment step itself (with an admin's finalCost, if
+            // any); the sweeper leaves a session that just ended to it.
+            let grace = chrono::Duration::from_std(self.config.stop_wait + Duration::from_secs(2)).unwrap_or_default();
             match self.store.sessions_with_payment_due().await {
                 Ok(ids) => {
                     for id in ids {
+                        match self.store.session(&id).await {
+                            Ok(Some(s)) if Utc::now() - s.updated_at < grace => continue,
+                            Err(e) => {
+                                tracing::warn!(session = %id, "payment sweep: {e:#}");
+                                continue;
+                            }
+                            _ => {}
+                        }
                         if let Err(e) = self.finalize(&id, None).await {
                             tracing::warn!(session = %id, "payment step failed, will retry: {e}");
                         }
