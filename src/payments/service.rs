@@ -589,7 +589,8 @@ impl Payments {
             // A stop request that is still waiting for its StopTransaction
             // does the payment step itself (with an admin's finalCost, if
             // any); the sweeper leaves a session that just ended to it.
-            let grace = chrono::Duration::from_std(self.config.stop_wait + Duration::from_secs(2)).unwrap_or_default();
+            let grace = chrono::Duration::from_std(self.config.stop_wait + Duration::from_secs(2))
+                .unwrap_or_default();
             match self.store.sessions_with_payment_due().await {
                 Ok(ids) => {
                     for id in ids {
