@@ -294,7 +294,8 @@ async fn a_second_stop_with_other_values_changes_nothing(backend: Backend) {
     assert_eq!(answer, json!({}));
     let record = server.state.store.transaction(tx).await.unwrap().unwrap();
     assert_eq!((record.meter_stop, record.energy_wh), (Some(5100), 5000.0));
-    assert_eq!(record.stop_reason, None);
+    // The first stop had no reason: OCPP 1.6 says that means Local.
+    assert_eq!(record.stop_reason.as_deref(), Some("Local"));
     let anomalies = server
         .state
         .store

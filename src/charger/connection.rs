@@ -69,11 +69,7 @@ impl Connection {
                 None
             }
         };
-        let context = ChargerContext {
-            charger_id,
-            state: state.clone(),
-            registration,
-        };
+        let context = ChargerContext::new(charger_id, state.clone(), registration);
         Connection {
             socket,
             state,
@@ -171,11 +167,14 @@ impl Connection {
         while let Ok(o) = self.attachment.commands.try_recv() {
             let _ = o.reply.send(Err(CommandError::ConnectionLost));
         }
-        let _ = self
+        if let Err(e) = self
             .state
-            .store
-            .record_heartbeat(&self.attachment.charger_id, now_ms())
-            .await;
+            .engine
+            .charger_seen(&self.attachment.charger_id, now_ms())
+            .await
+        {
+            tracing::warn!("could not record the disconnect: {e:#}");
+        }
         tracing::info!(
             reason = match exit {
                 Exit::Closed => "closed by charger",
@@ -192,6 +191,9 @@ impl Connection {
         self.socket.send(Message::Text(text.into())).await
     }
 
+    /// Queues a frame for the message log. It waits only when the log is
+    /// far behind: frames are never dropped. The future owns what it needs
+    /// (the connection, which holds the socket, is not shared across it).
     fn log(
         &self,
         direction: Direction,
@@ -199,8 +201,9 @@ impl Connection {
         message_id: &str,
         action: Option<&str>,
         payload: &str,
-    ) {
-        self.state.store.log_message(NewLogEntry {
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let store = self.state.store.clone();
+        let entry = NewLogEntry {
             charger_id: self.attachment.charger_id.clone(),
             direction,
             message_type,
@@ -208,13 +211,15 @@ impl Connection {
             action: action.map(str::to_owned),
             payload: payload.to_owned(),
             logged_at: now_ms(),
-        });
+        };
+        async move { store.log_message(entry).await }
     }
 
     async fn on_text(&mut self, text: &str) -> Result<(), axum::Error> {
         match frame::parse(text) {
             Ok(Frame::Call(call)) => {
-                self.log(Direction::In, 2, &call.id, Some(&call.action), text);
+                self.log(Direction::In, 2, &call.id, Some(&call.action), text)
+                    .await;
                 let answer = self.answer(&call).await;
                 let out = match &answer {
                     Ok(payload) => frame::encode_result(&call.id, payload),
@@ -229,11 +234,14 @@ impl Connection {
                     &call.id,
                     Some(&call.action),
                     &out,
-                );
+                )
+                .await;
                 self.send_text(out).await
             }
             Ok(Frame::CallResult { id, payload }) => {
-                self.log(Direction::In, 3, &id, self.answered_action(&id), text);
+                let action = self.answered_action(&id).map(str::to_owned);
+                self.log(Direction::In, 3, &id, action.as_deref(), text)
+                    .await;
                 self.on_answer(&id, Ok(payload));
                 Ok(())
             }
@@ -243,7 +251,9 @@ impl Connection {
                 description,
                 details,
             }) => {
-                self.log(Direction::In, 4, &id, self.answered_action(&id), text);
+                let action = self.answered_action(&id).map(str::to_owned);
+                self.log(Direction::In, 4, &id, action.as_deref(), text)
+                    .await;
                 self.on_answer(
                     &id,
                     Err(CommandError::Rejected {
@@ -255,10 +265,10 @@ impl Connection {
                 Ok(())
             }
             Err(FrameError::Reply { id, error }) => {
-                self.log(Direction::In, 2, &id, None, text);
+                self.log(Direction::In, 2, &id, None, text).await;
                 tracing::info!(%error, "malformed CALL");
                 let out = frame::encode_error(&id, &error);
-                self.log(Direction::Out, 4, &id, None, &out);
+                self.log(Direction::Out, 4, &id, None, &out).await;
                 self.send_text(out).await
             }
             Err(FrameError::Unreadable(why)) => {
@@ -344,7 +354,8 @@ impl Connection {
             &message_id,
             Some(&outgoing.action),
             &text,
-        );
+        )
+        .await;
         self.pending = Some(Pending {
             message_id,
             action: outgoing.action,

@@ -5,14 +5,12 @@
 //! (the store's writes return after the commit). A failed sanity check never
 //! withholds an answer: the message is answered, kept and flagged.
 
+use crate::engine::charging::{self, ChargerState, MeterValuesIn, ReadingIn, StopIn, StopOutcome};
 use crate::ocpp::payload::{self, SampledValue};
 use crate::ocpp::time::{format_ms, now_ms, parse_charger_time};
 use crate::ocpp::{CallError, ErrorCode};
 use crate::state::AppState;
-use crate::store::{
-    BootInfo, ConnectorStatus, MeterBatch, NewTransaction, RegistrationStatus, Sample, StopOutcome,
-    StopRequest,
-};
+use crate::store::*;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -24,9 +22,24 @@ pub struct ChargerContext {
     /// What the central system last told this charger about its registration.
     /// A charger accepted before need not boot again after reconnecting.
     pub registration: Option<RegistrationStatus>,
+    /// What the engine knows of this charger's transactions.
+    pub charging: ChargerState,
 }
 
 impl ChargerContext {
+    pub fn new(
+        charger_id: String,
+        state: AppState,
+        registration: Option<RegistrationStatus>,
+    ) -> Self {
+        ChargerContext {
+            charging: ChargerState::new(&charger_id),
+            charger_id,
+            state,
+            registration,
+        }
+    }
+
     pub async fn handle(&mut self, action: &str, payload: Value) -> Result<Value, CallError> {
         match action {
             "BootNotification" => self.boot(read(payload)?).await,
@@ -60,7 +73,7 @@ impl ChargerContext {
                 // Notifications whose answer is empty; they are kept in the
                 // message log, which is what an operator inspects.
                 tracing::info!(charger = %self.charger_id, action, %payload, "notification");
-                self.touch().await?;
+                self.alive(Vec::new()).await?;
                 Ok(json!({}))
             }
             _ => Err(CallError::new(
@@ -108,19 +121,19 @@ impl ChargerContext {
     async fn heartbeat(&self) -> Result<Value, CallError> {
         let now = now_ms();
         self.state
-            .store
-            .record_heartbeat(&self.charger_id, now)
+            .engine
+            .charger_alive(&self.charger_id, now, Vec::new())
             .await
             .map_err(internal)?;
         Ok(json!({ "currentTime": format_ms(now) }))
     }
 
-    async fn touch(&self) -> Result<(), CallError> {
-        // Any message proves the charger alive; a heartbeat write is the
-        // cheapest record of that.
+    /// Any message proves the charger alive; a heartbeat is the cheapest
+    /// record of that, and carries what the handler found wrong.
+    async fn alive(&self, found: Vec<NewAnomaly>) -> Result<(), CallError> {
         self.state
-            .store
-            .record_heartbeat(&self.charger_id, now_ms())
+            .engine
+            .charger_alive(&self.charger_id, now_ms(), found)
             .await
             .map_err(internal)
     }
@@ -150,114 +163,105 @@ impl ChargerContext {
         Ok(info)
     }
 
-    /// A charger's timestamp as the session clock; one that cannot be read,
-    /// or has no zone, is flagged (and an unreadable one replaced by now).
-    async fn charger_time(
+    /// A charger's timestamp; one that cannot be read, or has no zone, is
+    /// noted in `found` (and an unreadable one replaced by now).
+    fn charger_time(
         &self,
         text: &str,
         transaction_id: Option<i64>,
-    ) -> Result<DateTime<Utc>, CallError> {
+        found: &mut Vec<NewAnomaly>,
+    ) -> DateTime<Utc> {
         match parse_charger_time(text) {
             Some(t) => {
                 if t.assumed_utc {
-                    self.anomaly(
+                    found.push(charging::anomaly(
+                        &self.charger_id,
                         transaction_id,
                         "timestamp_without_zone",
                         json!({ "timestamp": text }),
-                    )
-                    .await?;
+                        now_ms(),
+                    ));
                 }
-                Ok(t.at)
+                t.at
             }
             None => {
-                self.anomaly(
+                found.push(charging::anomaly(
+                    &self.charger_id,
                     transaction_id,
                     "unreadable_timestamp",
                     json!({ "timestamp": text }),
-                )
-                .await?;
-                Ok(now_ms())
+                    now_ms(),
+                ));
+                now_ms()
             }
         }
     }
 
-    async fn anomaly(
-        &self,
-        transaction_id: Option<i64>,
-        kind: &str,
-        detail: Value,
-    ) -> Result<(), CallError> {
-        self.state
-            .store
-            .record_anomaly(&self.charger_id, transaction_id, kind, detail)
-            .await
-            .map_err(internal)
-    }
-
     async fn start_transaction(
-        &self,
+        &mut self,
         request: payload::StartTransaction,
     ) -> Result<Value, CallError> {
-        let start_time = self.charger_time(&request.timestamp, None).await?;
+        let mut found = Vec::new();
+        let start_time = self.charger_time(&request.timestamp, None, &mut found);
         let mut id_tag_info = self.id_tag_info(&request.id_tag).await?;
-        if request.connector_id <= 0 {
-            self.anomaly(
-                None,
-                "start_on_connector_0",
-                json!({ "connectorId": request.connector_id }),
-            )
-            .await?;
-        }
         let outcome = self
             .state
-            .store
-            .start_transaction(NewTransaction {
-                charger_id: self.charger_id.clone(),
-                connector_id: request.connector_id,
-                id_tag: request.id_tag,
-                meter_start: request.meter_start,
-                start_time,
-                reservation_id: request.reservation_id,
-                id_tag_status: id_tag_info["status"]
-                    .as_str()
-                    .unwrap_or("Invalid")
-                    .to_owned(),
-                received_at: now_ms(),
-                default_tariff: crate::store::Tariff {
-                    price_micros: self.state.config.default_price_micros,
-                    currency: self.state.config.default_currency.clone(),
+            .engine
+            .start_transaction(
+                &mut self.charging,
+                NewTransaction {
+                    charger_id: self.charger_id.clone(),
+                    connector_id: request.connector_id,
+                    id_tag: request.id_tag,
+                    meter_start: request.meter_start,
+                    start_time,
+                    reservation_id: request.reservation_id,
+                    id_tag_status: id_tag_info["status"]
+                        .as_str()
+                        .unwrap_or("Invalid")
+                        .to_owned(),
+                    received_at: now_ms(),
+                    default_tariff: Tariff {
+                        price_micros: self.state.config.default_price_micros,
+                        currency: self.state.config.default_currency.clone(),
+                    },
+                    anomalies: found,
                 },
-            })
+            )
             .await
             .map_err(internal)?;
         if outcome.retransmission {
-            tracing::info!(charger = %self.charger_id, transaction_id = outcome.transaction_id, "retransmitted StartTransaction");
+            tracing::info!(charger = %self.charger_id, transaction_id = outcome.transaction.id, "retransmitted StartTransaction");
         }
         // The stored verdict, so a retransmission hears what the original did.
         id_tag_info["status"] = json!(outcome.id_tag_status);
-        Ok(json!({ "transactionId": outcome.transaction_id, "idTagInfo": id_tag_info }))
+        Ok(json!({ "transactionId": outcome.transaction.id, "idTagInfo": id_tag_info }))
     }
 
     async fn stop_transaction(
-        &self,
+        &mut self,
         request: payload::StopTransaction,
     ) -> Result<Value, CallError> {
         let tx_id = Some(request.transaction_id);
-        let stop_time = self.charger_time(&request.timestamp, tx_id).await?;
-        let samples = self.samples(&request.transaction_data, tx_id).await?;
+        let mut found = Vec::new();
+        let stop_time = self.charger_time(&request.timestamp, tx_id, &mut found);
+        let readings = self.readings(&request.transaction_data, tx_id, &mut found);
         let outcome = self
             .state
-            .store
-            .stop_transaction(StopRequest {
-                charger_id: self.charger_id.clone(),
-                transaction_id: request.transaction_id,
-                id_tag: request.id_tag.clone(),
-                meter_stop: request.meter_stop,
-                stop_time,
-                reason: request.reason,
-                samples,
-                received_at: now_ms(),
-            })
+            .engine
+            .stop_transaction(
+                &mut self.charging,
+                StopIn {
+                    transaction_id: request.transaction_id,
+                    id_tag: request.id_tag.clone(),
+                    meter_stop: request.meter_stop,
+                    stop_time,
+                    reason: request.reason,
+                    readings,
+                    received_at: now_ms(),
+                },
+                found,
+            )
             .await
             .map_err(internal)?;
         if outcome != StopOutcome::Stopped {
@@ -269,62 +273,76 @@ impl ChargerContext {
         })
     }
 
-    async fn meter_values(&self, request: payload::MeterValues) -> Result<Value, CallError> {
-        let samples = self
-            .samples(&request.meter_value, request.transaction_id)
-            .await?;
+    async fn meter_values(&mut self, request: payload::MeterValues) -> Result<Value, CallError> {
+        let mut found = Vec::new();
+        let readings = self.readings(&request.meter_value, request.transaction_id, &mut found);
         self.state
-            .store
-            .add_meter_values(MeterBatch {
-                charger_id: self.charger_id.clone(),
-                connector_id: request.connector_id,
-                transaction_id: request.transaction_id,
-                samples,
-                received_at: now_ms(),
-            })
+            .engine
+            .meter_values(
+                &mut self.charging,
+                MeterValuesIn {
+                    connector_id: request.connector_id,
+                    transaction_id: request.transaction_id,
+                    readings,
+                    received_at: now_ms(),
+                },
+                found,
+            )
             .await
             .map_err(internal)?;
         Ok(json!({}))
     }
 
-    async fn samples(
+    fn readings(
         &self,
         values: &[payload::MeterValue],
         transaction_id: Option<i64>,
-    ) -> Result<Vec<Sample>, CallError> {
-        let mut samples = Vec::new();
-        for meter_value in values {
-            let at = self
-                .charger_time(&meter_value.timestamp, transaction_id)
-                .await?;
-            samples.extend(meter_value.sampled_value.iter().map(|s| sample(at, s)));
-        }
-        Ok(samples)
+        found: &mut Vec<NewAnomaly>,
+    ) -> Vec<ReadingIn> {
+        values
+            .iter()
+            .map(|meter_value| {
+                let at = self.charger_time(&meter_value.timestamp, transaction_id, found);
+                ReadingIn {
+                    at,
+                    samples: meter_value
+                        .sampled_value
+                        .iter()
+                        .map(|s| sample(at, s))
+                        .collect(),
+                }
+            })
+            .collect()
     }
 
     async fn status_notification(
-        &self,
+        &mut self,
         request: payload::StatusNotification,
     ) -> Result<Value, CallError> {
         let now = now_ms();
+        let mut found = Vec::new();
         let status_at = match &request.timestamp {
-            Some(text) => self.charger_time(text, None).await?,
+            Some(text) => self.charger_time(text, None, &mut found),
             None => now,
         };
         let closed = self
             .state
-            .store
-            .record_status(ConnectorStatus {
-                charger_id: self.charger_id.clone(),
-                connector_id: request.connector_id,
-                status: request.status,
-                error_code: request.error_code,
-                info: request.info,
-                vendor_id: request.vendor_id,
-                vendor_error_code: request.vendor_error_code,
-                status_at,
-                updated_at: now,
-            })
+            .engine
+            .connector_status(
+                &mut self.charging,
+                ConnectorStatus {
+                    charger_id: self.charger_id.clone(),
+                    connector_id: request.connector_id,
+                    status: request.status,
+                    error_code: request.error_code,
+                    info: request.info,
+                    vendor_id: request.vendor_id,
+                    vendor_error_code: request.vendor_error_code,
+                    status_at,
+                    updated_at: now,
+                },
+                found,
+            )
             .await
             .map_err(internal)?;
         if !closed.is_empty() {

@@ -1,9 +1,7 @@
 //! The figures of a session, from its energy, battery and clock. Pure
 //! functions, so their edges are tested without a database.
 
-use crate::store::{
-    SessionRecord, TransactionRecord, SESSION_ACTIVE, SESSION_COMPLETED, TX_ACTIVE,
-};
+use crate::store::SessionRecord;
 use chrono::{DateTime, Utc};
 
 /// Battery capacity when neither the driver nor the vehicle set one.
@@ -57,33 +55,6 @@ pub fn energy_from_battery_wh(start_percent: f64, end_percent: f64, capacity_wh:
 pub fn round_to(value: f64, decimals: i32) -> f64 {
     let factor = 10f64.powi(decimals);
     (value * factor).round() / factor
-}
-
-/// Folds a transaction's state into its bound session: meter energy, SoC,
-/// the charger's clock, completion.
-pub fn apply_transaction(session: &mut SessionRecord, tx: &TransactionRecord) {
-    session.energy_wh = tx.energy_wh;
-    session.energy_reported = true;
-    if tx.last_register_at.is_some() {
-        session.last_reading_at = tx.last_register_at;
-    }
-    if let Some(soc) = tx.soc_last {
-        session.battery_level = Some(soc);
-    }
-    if session.battery_level_start.is_none() {
-        session.battery_level_start = tx.soc_start;
-    }
-    if tx.status != TX_ACTIVE && session.status == SESSION_ACTIVE {
-        session.status = SESSION_COMPLETED.into();
-        session.end_time = Some(
-            tx.stop_time
-                .unwrap_or(tx.updated_at)
-                .max(session.start_time),
-        );
-        session.end_reason = Some(tx.stop_reason.clone().unwrap_or_else(|| "Stopped".into()));
-    }
-    reprice(session);
-    session.updated_at = Utc::now();
 }
 
 /// Cost = energy × the session's price, in minor units, rounded once.

@@ -6,17 +6,21 @@
 //! calculations ([`calc`]) and money rules ([`money`]). A session is
 //! `active`, then `completed` or `cancelled`, never back.
 //!
-//! What a charger reports reaches a session inside the same database write as
-//! the OCPP message itself (see `store::sql`, `bind_session` and
-//! `sync_session`), so an acknowledged StopTransaction always has its session
-//! completed. This module holds the REST-side operations: starting (with
+//! The engine decides, the store persists. [`charging`] decides what a
+//! charger's StartTransaction, MeterValues, StopTransaction and
+//! StatusNotification change (the transaction, its readings, its session,
+//! anomalies) and hands the store one write that commits it all together, so
+//! an acknowledged StopTransaction always has its session completed.
+//! [`service`] holds the REST-side operations: starting (with
 //! RemoteStartTransaction when the station is a connected charger), updating,
 //! ending (with RemoteStopTransaction), cancelling, and reading.
 
 pub mod calc;
+pub mod charging;
+pub mod meter;
 pub mod money;
 pub mod service;
 pub mod view;
 
-pub use calc::{apply_transaction, DEFAULT_BATTERY_CAPACITY_WH};
+pub use calc::DEFAULT_BATTERY_CAPACITY_WH;
 pub use service::{Engine, EngineError, StartRequest};

@@ -3,10 +3,7 @@
 use super::calc::{self, DEFAULT_BATTERY_CAPACITY_WH};
 use crate::charger::{CommandError, Registry};
 use crate::config::Config;
-use crate::store::{
-    SessionConflict, SessionRecord, SessionStart, SharedStore, Tariff, SESSION_ACTIVE,
-    SESSION_CANCELLED, SESSION_COMPLETED,
-};
+use crate::store::*;
 use chrono::Utc;
 use serde_json::json;
 use std::sync::Arc;
@@ -71,7 +68,7 @@ pub struct StartRequest {
 
 #[derive(Clone)]
 pub struct Engine {
-    store: SharedStore,
+    pub(super) store: SharedStore,
     registry: Registry,
     config: Arc<Config>,
 }
@@ -271,12 +268,16 @@ impl Engine {
         mut session: SessionRecord,
         reason: &str,
     ) -> Result<SessionRecord, EngineError> {
+        let at = crate::ocpp::time::now_ms().max(session.start_time);
+        if !self.store.cancel_session(&session.id, at, reason).await? {
+            // It ended meanwhile (completed by its charger, or cancelled).
+            return Ok(self.store.session(&session.id).await?.unwrap_or(session));
+        }
         session.status = SESSION_CANCELLED.into();
-        session.end_time = Some(crate::ocpp::time::now_ms().max(session.start_time));
+        session.end_time = Some(at);
         session.end_reason = Some(reason.to_owned());
         session.cost_minor = 0;
         session.updated_at = Utc::now();
-        self.store.save_session(session.clone()).await?;
         Ok(session)
     }
 
@@ -319,16 +320,22 @@ impl Engine {
             .await?
             .ok_or(EngineError::NoActiveSession)?;
         session.battery_level = Some(battery);
-        // A charger's meter, when there is one, outranks the app.
-        if session.source == "app" {
+        session.updated_at = Utc::now();
+        // A charger's meter, when there is one, outranks the app: of a
+        // charger's session the app changes the battery level only.
+        let saved = if session.source == "app" {
             if let Some(kwh) = energy_kwh {
                 session.energy_wh = (kwh * 1000.0).round();
                 session.energy_reported = true;
             }
             calc::reprice(&mut session);
-        }
-        session.updated_at = Utc::now();
-        if !self.store.save_session(session.clone()).await? {
+            self.store.save_session(session.clone()).await?
+        } else {
+            self.store
+                .save_driver_fields(&session.id, Some(battery), None)
+                .await?
+        };
+        if !saved {
             return Err(EngineError::NoActiveSession);
         }
         Ok(session)
@@ -388,7 +395,9 @@ impl Engine {
             session.battery_level = battery_end;
         }
         session.updated_at = Utc::now();
-        self.store.save_session(session.clone()).await?;
+        self.store
+            .save_driver_fields(&session.id, session.battery_level, rating)
+            .await?;
         let (Some(charger_id), Some(transaction_id)) =
             (session.charger_id.clone(), session.transaction_id)
         else {

@@ -1,17 +1,26 @@
 //! Durable storage behind one [`Store`] trait, with a SQLite implementation
 //! (the embedded default) and a PostgreSQL one (several nodes may share it).
 //!
+//! The store persists and reads; it decides nothing about sessions or
+//! transactions. The engine (`crate::engine`) hands it what a charger message
+//! changes as one [`ChargerWrite`], and the store commits it in one database
+//! transaction, so an acknowledged message always has all its effects stored.
+//!
 //! Reads go straight to a connection pool. Writes that a charger waits for go
-//! through a group-commit writer ([`batch`]): writes from many chargers are
-//! committed together in one database transaction, each inside its own
-//! savepoint, so thousands of messages per second cost a handful of disk
-//! flushes instead of one each, and one failing write does not fail its
-//! neighbours. A charger is answered only after the commit holding its write.
+//! through a group-commit writer ([`writer`]): writes from many chargers are
+//! gathered into a batch and committed together, the rows of a kind written
+//! with one multi-row statement, so thousands of messages per second cost a
+//! handful of statements and one disk flush per batch. A charger is answered
+//! only after the commit holding its write.
+//!
+//! The trait is split by aggregate (chargers, transactions and readings,
+//! sessions, people and stations, the message log, payments); `Store` is all
+//! of them. `use crate::store::*` brings every trait into scope.
 
-pub mod batch;
 pub mod model;
 mod payments_sql;
 mod sql;
+pub mod writer;
 
 use anyhow::Result;
 use async_trait::async_trait;
@@ -85,21 +94,9 @@ pub trait PaymentStore: Send + Sync {
     async fn record_stripe_event(&self, id: &str, kind: &str) -> Result<bool>;
 }
 
+/// Chargers and their connectors.
 #[async_trait]
-pub trait Store: PaymentStore + Send + Sync + 'static {
-    /// `sqlite` or `postgres`.
-    fn backend(&self) -> &'static str;
-    /// Succeeds once the database answers.
-    async fn ping(&self) -> Result<()>;
-    /// Waits until every write queued so far (including the message log,
-    /// which nobody waits for) is committed.
-    async fn flush(&self) -> Result<()>;
-
-    async fn setting(&self, key: &str) -> Result<Option<String>>;
-    /// Stores `value` unless the key has one, and returns the value kept, so
-    /// that several nodes starting at once agree on one.
-    async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String>;
-
+pub trait ChargerStore: Send + Sync {
     async fn charger(&self, id: &str) -> Result<Option<ChargerRecord>>;
     async fn chargers(&self) -> Result<Vec<ChargerRecord>>;
     /// Creates or updates a charger as an operator does, before it ever
@@ -119,67 +116,140 @@ pub trait Store: PaymentStore + Send + Sync + 'static {
         status_if_new: RegistrationStatus,
         at: DateTime<Utc>,
     ) -> Result<RegistrationStatus>;
-    async fn record_heartbeat(&self, id: &str, at: DateTime<Utc>) -> Result<()>;
-    /// Notes that the charger was heard from (or left) at `at`.
-    async fn record_seen(&self, id: &str, at: DateTime<Utc>) -> Result<()>;
-    /// Keeps a connector's latest status. A connector shown Available while a
-    /// transaction is still open on it closes that transaction; the ids of
-    /// the closed ones are returned.
-    async fn record_status(&self, status: ConnectorStatus) -> Result<Vec<i64>>;
     async fn connectors(&self, charger_id: &str) -> Result<Vec<ConnectorStatus>>;
+}
 
-    async fn upsert_user(&self, user: &UserRecord) -> Result<()>;
-    async fn user(&self, id: &str) -> Result<Option<UserRecord>>;
-    async fn upsert_id_tag(&self, tag: &IdTagRecord) -> Result<()>;
-    async fn id_tag(&self, id_tag: &str) -> Result<Option<IdTagRecord>>;
-
-    async fn start_transaction(&self, tx: NewTransaction) -> Result<StartOutcome>;
-    async fn add_meter_values(&self, batch: MeterBatch) -> Result<()>;
-    async fn stop_transaction(&self, stop: StopRequest) -> Result<StopOutcome>;
+/// Transactions and the meter readings that belong to them.
+#[async_trait]
+pub trait TransactionStore: Send + Sync {
+    /// Stores a StartTransaction: reads the [`StartFacts`] inside the write,
+    /// lets `decide` (the engine) make the [`StartPlan`], and commits the
+    /// transaction with everything the plan changes.
+    async fn start_transaction(
+        &self,
+        tx: NewTransaction,
+        decide: DecideStart,
+    ) -> Result<StartOutcome>;
     async fn transaction(&self, id: i64) -> Result<Option<TransactionRecord>>;
     async fn transactions(&self, filter: TransactionFilter) -> Result<Vec<TransactionRecord>>;
+    /// A charger's transactions that are still open.
+    async fn open_transactions(&self, charger_id: &str) -> Result<Vec<TransactionRecord>>;
+    /// Every sampled value of a transaction, by time.
     async fn meter_values(&self, transaction_id: i64) -> Result<Vec<StoredSample>>;
-
-    async fn record_anomaly(
+    /// The latest `limit` readings of a transaction (or, with `None`, of the
+    /// charger outside any transaction), newest first.
+    async fn recent_readings(
         &self,
         charger_id: &str,
         transaction_id: Option<i64>,
-        kind: &str,
-        detail: serde_json::Value,
-    ) -> Result<()>;
-    async fn anomalies(&self, charger_id: Option<&str>, limit: i64) -> Result<Vec<Anomaly>>;
+        limit: i64,
+    ) -> Result<Vec<StoredReading>>;
+    /// A transaction's (or the charger's loose) readings sampled within
+    /// `from..=to`.
+    async fn readings_between(
+        &self,
+        charger_id: &str,
+        transaction_id: Option<i64>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<StoredReading>>;
+    async fn ingest_counts(&self) -> Result<IngestCounts>;
+}
 
-    async fn station(&self, id: &str) -> Result<Option<StationRecord>>;
-    async fn stations(&self) -> Result<Vec<StationRecord>>;
-    /// Creates or updates a station (its `created_at` is kept); returns it as stored.
-    async fn upsert_station(&self, station: &StationRecord) -> Result<StationRecord>;
-
-    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>>;
-    async fn users(&self) -> Result<Vec<UserRecord>>;
-    /// Makes sure a user row exists for a token's subject (tokens are trusted
-    /// by signature, so a subject may not be stored yet).
-    async fn ensure_user(&self, id: &str) -> Result<()>;
-    async fn id_tags_of_user(&self, user_id: &str) -> Result<Vec<IdTagRecord>>;
-
+/// Charging sessions.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
     /// Creates a session unless its driver or its connector already has an
     /// active one (checked and inserted in one write).
     async fn create_session(
         &self,
         session: SessionRecord,
     ) -> Result<std::result::Result<(), SessionConflict>>;
-    /// Saves a session's changing fields if it is still active; false when it
-    /// was not (it completed or was cancelled meanwhile).
+    /// Saves a session the REST side owns (an app session: its energy,
+    /// battery, cost, status, end) if it is still active; false when it was
+    /// not (it completed or was cancelled meanwhile).
     async fn save_session(&self, session: SessionRecord) -> Result<bool>;
+    /// Saves what a driver tells about a charger's session (battery level,
+    /// rating) without touching the charger's figures; false when it is no
+    /// longer active.
+    async fn save_driver_fields(
+        &self,
+        session_id: &str,
+        battery_level: Option<f64>,
+        station_rating: Option<i64>,
+    ) -> Result<bool>;
+    /// Cancels an active session: nothing is billed. False when it was not active.
+    async fn cancel_session(
+        &self,
+        session_id: &str,
+        at: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<bool>;
     async fn session(&self, id: &str) -> Result<Option<SessionRecord>>;
+    /// The session bound to a transaction, whatever its status.
+    async fn session_of_transaction(&self, transaction_id: i64) -> Result<Option<SessionRecord>>;
     async fn active_session(&self, user_id: &str) -> Result<Option<SessionRecord>>;
     /// A driver's sessions, newest first.
     async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>>;
     async fn active_sessions(&self) -> Result<Vec<SessionRecord>>;
+}
 
-    /// Queues a frame for the message log without waiting for it: the log
-    /// must never slow a charger down. [`Store::flush`] waits for it.
-    fn log_message(&self, entry: NewLogEntry);
+/// Users, idTags, stations and settings.
+#[async_trait]
+pub trait PeopleStore: Send + Sync {
+    async fn setting(&self, key: &str) -> Result<Option<String>>;
+    /// Stores `value` unless the key has one, and returns the value kept, so
+    /// that several nodes starting at once agree on one.
+    async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String>;
+
+    async fn upsert_user(&self, user: &UserRecord) -> Result<()>;
+    async fn user(&self, id: &str) -> Result<Option<UserRecord>>;
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>>;
+    async fn users(&self) -> Result<Vec<UserRecord>>;
+    /// Makes sure a user row exists for a token's subject (tokens are trusted
+    /// by signature, so a subject may not be stored yet).
+    async fn ensure_user(&self, id: &str) -> Result<()>;
+
+    /// Creates or updates an idTag. An existing tag that differs only in
+    /// case is the same tag: it is updated and keeps its spelling.
+    async fn upsert_id_tag(&self, tag: &IdTagRecord) -> Result<()>;
+    /// Looks a tag up case-insensitively.
+    async fn id_tag(&self, id_tag: &str) -> Result<Option<IdTagRecord>>;
+    async fn id_tags_of_user(&self, user_id: &str) -> Result<Vec<IdTagRecord>>;
+
+    async fn station(&self, id: &str) -> Result<Option<StationRecord>>;
+    async fn stations(&self) -> Result<Vec<StationRecord>>;
+    /// Creates or updates a station (its `created_at` is kept); returns it as stored.
+    async fn upsert_station(&self, station: &StationRecord) -> Result<StationRecord>;
+}
+
+/// The message log and the anomalies kept for operators.
+#[async_trait]
+pub trait LogStore: Send + Sync {
+    /// Queues a frame for the message log. Nothing waits for its commit, but
+    /// nothing is dropped either: when the log falls behind, this waits for
+    /// room, so a charger slows down rather than a frame being lost.
+    async fn log_message(&self, entry: NewLogEntry);
+    /// Frames queued for the log and not yet committed.
+    fn log_lag(&self) -> usize;
     async fn messages(&self, charger_id: &str, limit: i64) -> Result<Vec<LoggedMessage>>;
+    async fn record_anomaly(&self, anomaly: NewAnomaly) -> Result<()>;
+    async fn anomalies(&self, charger_id: Option<&str>, limit: i64) -> Result<Vec<Anomaly>>;
+}
+
+#[async_trait]
+pub trait Store:
+    ChargerStore + TransactionStore + SessionStore + PeopleStore + LogStore + PaymentStore + 'static
+{
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+    /// Succeeds once the database answers.
+    async fn ping(&self) -> Result<()>;
+    /// Waits until every write queued so far (including the message log,
+    /// which nobody waits for) is committed.
+    async fn flush(&self) -> Result<()>;
+    /// Commits what one charger message changes, in one transaction.
+    async fn apply(&self, write: ChargerWrite) -> Result<()>;
 }
 
 pub type SharedStore = Arc<dyn Store>;

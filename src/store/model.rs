@@ -97,13 +97,9 @@ pub struct UserRecord {
     pub created_at: DateTime<Utc>,
 }
 
-/// OCPP idTokens are CiString20: case-insensitive. Tags are stored and
-/// looked up in ASCII upper case, so `04a1b2` and `04A1B2` are one tag.
-pub fn normalize_id_tag(tag: &str) -> String {
-    tag.trim().to_ascii_uppercase()
-}
-
 /// An RFID-style identifier (RFID card, app token) a charger authorizes with.
+/// OCPP idTokens are CiString20: compared case-insensitively, but stored and
+/// sent exactly as entered (`PTAGf4eff3` stays `PTAGf4eff3`).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IdTagRecord {
@@ -116,78 +112,233 @@ pub struct IdTagRecord {
     pub created_at: DateTime<Utc>,
 }
 
-/// A StartTransaction as the store takes it.
+/// A StartTransaction as the engine hands it to the store.
 #[derive(Debug, Clone)]
 pub struct NewTransaction {
     pub charger_id: String,
     pub connector_id: i64,
     pub id_tag: String,
     pub meter_start: i64,
-    /// The charger's timestamp: the clock of an OCPP session.
+    /// The charger's timestamp as sent (a session's clock takes it, or the
+    /// arrival time if it is later).
     pub start_time: DateTime<Utc>,
     pub reservation_id: Option<i64>,
-    /// The idTag's own verdict (Accepted, Blocked, Expired, Invalid); the
-    /// store turns Accepted into ConcurrentTx when the tag is busy elsewhere.
+    /// The idTag's own verdict (Accepted, Blocked, Expired, Invalid).
     pub id_tag_status: String,
     pub received_at: DateTime<Utc>,
     /// Prices a session the transaction starts when its station has no tariff.
     pub default_tariff: Tariff,
+    /// Anomalies the engine found before the store was asked (a timestamp
+    /// in the future, an unknown connector); committed with the start.
+    pub anomalies: Vec<NewAnomaly>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// What the store reads, inside the write, for the engine to decide a
+/// StartTransaction: serialized with every other write, so two chargers
+/// starting with one idTag at once cannot both be told `Accepted`.
+#[derive(Debug, Clone, Default)]
+pub struct StartFacts {
+    /// The same StartTransaction stored before (a retransmission).
+    pub existing: Option<TransactionRecord>,
+    /// Transactions still open on the same connector, with their sessions.
+    pub open_on_connector: Vec<(TransactionRecord, Option<SessionRecord>)>,
+    /// Another open transaction uses the idTag (compared case-insensitively).
+    pub id_tag_busy: bool,
+    /// The driver the idTag belongs to.
+    pub owner: Option<String>,
+    /// The driver's battery capacity, if an operator set one.
+    pub owner_capacity_wh: Option<i64>,
+    /// The driver's active session waiting at this charger for its
+    /// transaction (a remote start).
+    pub pending_session: Option<SessionRecord>,
+    /// The driver's active session, if any (at any station).
+    pub owner_active_session: Option<SessionRecord>,
+    /// The station (tariff, name) whose id is this charger's.
+    pub station: Option<StationRecord>,
+}
+
+/// The engine's decision on a StartTransaction, which the store carries out.
+#[derive(Debug, Clone)]
+pub struct StartPlan {
+    /// Accepted, or ConcurrentTx, Blocked, Expired, Invalid.
+    pub id_tag_status: String,
+    /// Open transactions on the connector, closed (a new start proves them
+    /// over), each with what its session becomes.
+    pub close: Vec<(TransactionRecord, Option<SessionProgress>)>,
+    /// The session the transaction belongs to; its `transaction_id` is
+    /// filled in by the store once the transaction has its id.
+    pub session: SessionPlan,
+    pub anomalies: Vec<NewAnomaly>,
+}
+
+#[derive(Debug, Clone)]
+pub enum SessionPlan {
+    None,
+    /// A driver's waiting session (remote start) takes this transaction.
+    Bind(SessionRecord),
+    /// A driver's waiting session is cancelled: the idTag was refused.
+    Cancel(SessionRecord),
+    /// A new OCPP session for the driver the idTag belongs to.
+    Create(SessionRecord),
+}
+
+/// Decides a StartTransaction from what the store read. A plain function so
+/// the store can call it inside its write without knowing the engine.
+pub type DecideStart = fn(&NewTransaction, &StartFacts) -> StartPlan;
+
+#[derive(Debug, Clone)]
 pub struct StartOutcome {
-    pub transaction_id: i64,
+    pub transaction: TransactionRecord,
     pub id_tag_status: String,
     /// The same StartTransaction was stored before: same id, nothing new.
     pub retransmission: bool,
+    /// Transactions the start closed.
+    pub closed: Vec<TransactionRecord>,
+    /// The session now bound to the transaction, if any.
+    pub session: Option<BoundSession>,
+}
+
+/// What the engine needs to keep a charger's session in step with its
+/// transaction without reading it: which session, and its tariff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundSession {
+    pub id: String,
+    pub price_micros: i64,
+    pub currency: String,
+}
+
+impl BoundSession {
+    pub fn of(s: &SessionRecord) -> Self {
+        BoundSession {
+            id: s.id.clone(),
+            price_micros: s.price_micros,
+            currency: s.currency.clone(),
+        }
+    }
 }
 
 /// One sampled value of a MeterValues or a StopTransaction's transactionData.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Sample {
+    #[serde(skip)]
     pub sampled_at: DateTime<Utc>,
     pub measurand: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub phase: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub unit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub context: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub location: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub format: Option<String>,
     pub value: String,
 }
 
+/// One meterValue entry as stored: the sampled values a charger took at one
+/// moment, in one row (an 8-value three-phase reading is one row, not eight).
 #[derive(Debug, Clone)]
-pub struct MeterBatch {
+pub struct NewReading {
+    pub charger_id: String,
+    pub connector_id: i64,
+    /// `None` for readings outside a transaction, or for a transaction the
+    /// charger does not own (kept for an operator, with an anomaly).
+    pub transaction_id: Option<i64>,
+    pub sampled_at: DateTime<Utc>,
+    /// All taken at `sampled_at`; each sampled value is stored once.
+    pub samples: Vec<Sample>,
+    pub received_at: DateTime<Utc>,
+}
+
+/// A stored meterValue entry.
+#[derive(Debug, Clone)]
+pub struct StoredReading {
+    pub id: i64,
     pub charger_id: String,
     pub connector_id: i64,
     pub transaction_id: Option<i64>,
+    pub sampled_at: DateTime<Utc>,
     pub samples: Vec<Sample>,
-    pub received_at: DateTime<Utc>,
 }
 
+/// Something to keep for an operator (see [`Anomaly`]).
 #[derive(Debug, Clone)]
-pub struct StopRequest {
+pub struct NewAnomaly {
     pub charger_id: String,
-    pub transaction_id: i64,
-    pub id_tag: Option<String>,
-    pub meter_stop: i64,
-    pub stop_time: DateTime<Utc>,
-    pub reason: Option<String>,
-    pub samples: Vec<Sample>,
-    pub received_at: DateTime<Utc>,
+    pub transaction_id: Option<i64>,
+    pub kind: String,
+    pub detail: serde_json::Value,
+    pub occurred_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopOutcome {
-    /// The transaction is now stopped with these values.
-    Stopped,
-    /// The very same stop arrived before; nothing changed.
-    Retransmission,
-    /// A different stop for a stopped transaction: kept as an anomaly.
-    AlreadyStopped,
-    /// No such transaction (or -1): kept as an anomaly for an operator.
-    UnknownTransaction,
-    /// The transaction is another charger's: kept as an anomaly.
-    OtherCharger,
+/// What a charger's figures change in its session: decided by the engine,
+/// written by the store only while the session is still active (or, for a
+/// `correction`, while it is completed by a close and not yet charged).
+#[derive(Debug, Clone)]
+pub struct SessionProgress {
+    pub session_id: String,
+    pub energy_wh: f64,
+    pub cost_minor: i64,
+    pub last_reading_at: Option<DateTime<Utc>>,
+    /// The latest SoC; `None` leaves the battery level as it is.
+    pub battery_level: Option<f64>,
+    /// Fills a session's missing start level only.
+    pub battery_level_start: Option<f64>,
+    /// Set when the transaction ended: the session completes.
+    pub end: Option<(DateTime<Utc>, String)>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Everything one charger message changes, committed together: what makes
+/// "answered only after it is stored" hold for the whole message.
+#[derive(Debug, Clone, Default)]
+pub struct ChargerWrite {
+    pub charger_id: String,
+    /// Sets `last_heartbeat_at` (and `last_seen_at`).
+    pub heartbeat: Option<DateTime<Utc>>,
+    /// Sets `last_seen_at` only.
+    pub seen: Option<DateTime<Utc>>,
+    pub connector: Option<ConnectorStatus>,
+    pub readings: Vec<NewReading>,
+    /// Transactions whose running figures or state changed (every mutable
+    /// column is written from the record).
+    pub transactions: Vec<TransactionRecord>,
+    pub sessions: Vec<SessionProgress>,
+    /// A StopTransaction that arrives after a close corrects the session
+    /// the close completed, if it has not been charged yet.
+    pub corrections: Vec<SessionProgress>,
+    pub anomalies: Vec<NewAnomaly>,
+}
+
+impl ChargerWrite {
+    pub fn new(charger_id: &str) -> Self {
+        ChargerWrite {
+            charger_id: charger_id.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heartbeat.is_none()
+            && self.seen.is_none()
+            && self.connector.is_none()
+            && self.readings.is_empty()
+            && self.transactions.is_empty()
+            && self.sessions.is_empty()
+            && self.corrections.is_empty()
+            && self.anomalies.is_empty()
+    }
+}
+
+/// How many meterValue entries and sampled values are stored, and how many
+/// frames the message log holds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestCounts {
+    pub meter_value_entries: i64,
+    pub sampled_values: i64,
+    pub logged_frames: i64,
 }
 
 /// Transaction states. `closed` is a transaction the charger never stopped
@@ -215,7 +366,8 @@ pub struct TransactionRecord {
     pub stop_id_tag: Option<String>,
     pub last_register_wh: Option<f64>,
     pub last_register_at: Option<DateTime<Utc>>,
-    /// Energy delivered: latest register − meterStart, never negative.
+    /// Energy delivered, never negative: the latest register − meterStart
+    /// while it runs; once stopped, the charger's own meterStop − meterStart.
     pub energy_wh: f64,
     pub soc_start: Option<f64>,
     pub soc_last: Option<f64>,

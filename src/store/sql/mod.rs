@@ -1,0 +1,617 @@
+//! The SQL behind [`Store`], written once and compiled for both SQLite and
+//! PostgreSQL.
+//!
+//! The two schemas (`migrations/sqlite`, `migrations/postgres`) differ only in
+//! column types, and every statement here is valid on both (`$n`
+//! placeholders, `ON CONFLICT`, `RETURNING`, `WITH v(...) AS (VALUES ...)
+//! UPDATE ... FROM v`), so macros instantiate the same code for each
+//! database's concrete sqlx types instead of keeping two copies in step.
+//! Placeholders must first appear in increasing order: SQLite numbers `$n`
+//! parameters by first appearance.
+//!
+//! One file per aggregate: [`chargers`], [`transactions`] (and their meter
+//! readings), [`sessions`], [`people`] (users, idTags, stations, settings)
+//! and [`log`] (message log, anomalies); this file holds the store itself and
+//! its group-commit writer.
+//!
+//! SQLite keeps times as text. sqlx writes `DateTime<Utc>` as RFC 3339 with
+//! `+00:00` and 0 or 3 fractional digits (all times are truncated to
+//! milliseconds), which sorts like the times it names ('+' < '.' < digits),
+//! so comparing them in SQL is sound on both databases.
+
+#[macro_use]
+mod chargers;
+#[macro_use]
+mod log;
+#[macro_use]
+mod people;
+#[macro_use]
+mod sessions;
+#[macro_use]
+mod transactions;
+
+use super::model::*;
+use super::writer::{Job, Writer};
+use anyhow::{anyhow, Context, Result};
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+
+/// Writes that go through the group-commit writer.
+pub(super) enum WriteOp {
+    /// What a charger message changed; accumulated with the rest of the
+    /// batch into one multi-row statement per kind of row.
+    Charger(Box<ChargerWrite>),
+    /// A frame for the message log (nobody waits for it).
+    Log(Box<NewLogEntry>),
+    Boot {
+        id: String,
+        info: Box<BootInfo>,
+        status_if_new: RegistrationStatus,
+        at: chrono::DateTime<chrono::Utc>,
+    },
+    Start(Box<NewTransaction>, DecideStart),
+    CreateSession(Box<SessionRecord>),
+    SaveSession(Box<SessionRecord>),
+    DriverFields {
+        id: String,
+        battery_level: Option<f64>,
+        station_rating: Option<i64>,
+        at: chrono::DateTime<chrono::Utc>,
+    },
+    CancelSession {
+        id: String,
+        at: chrono::DateTime<chrono::Utc>,
+        reason: String,
+    },
+    /// Commits after everything queued before it: what `flush` waits for.
+    Barrier,
+}
+
+pub(super) enum WriteOut {
+    Done,
+    Registration(RegistrationStatus),
+    Started(Box<StartOutcome>),
+    SessionCreated(std::result::Result<(), SessionConflict>),
+    Saved(bool),
+}
+
+/// Writes (and log frames) that may wait for the writer before senders are
+/// made to wait: a few seconds of the heaviest load.
+const WRITE_QUEUE: usize = 64 * 1024;
+
+/// How long one batch may take before its writes are failed (and the
+/// connection is dropped and opened again): a database that stopped
+/// answering must cost chargers an `InternalError` within seconds, never an
+/// answer that does not come.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long opening a database connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Log frames kept in memory while the database refuses them, to be written
+/// once it is back. Beyond this the oldest are dropped, loudly.
+const LOG_CARRY_MAX: usize = 200_000;
+
+/// Rows per multi-row statement, largest first: a batch's rows go out in
+/// chunks of these sizes, so each table needs at most a handful of distinct
+/// statements, all of which stay in the connection's statement cache.
+const CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
+
+/// Splits `rows` into chunks of the sizes in [`CHUNKS`].
+fn chunked<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        if rows.is_empty() {
+            return None;
+        }
+        let size = CHUNKS
+            .iter()
+            .copied()
+            .find(|size| *size <= rows.len())
+            .unwrap_or(1);
+        let (chunk, rest) = rows.split_at(size);
+        rows = rest;
+        Some(chunk)
+    })
+}
+
+/// A statement the database refused (a constraint, a full disk), as opposed
+/// to a database that could not be reached: only the first kind is worth
+/// retrying write by write.
+fn refused_by_database(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<sqlx::Error>(),
+            Some(sqlx::Error::Database(_))
+        )
+    })
+}
+
+/// What makes a retransmitted StartTransaction the same one.
+pub(super) fn start_key(tx: &NewTransaction) -> String {
+    format!(
+        "{}|{}|{}|{}|{}",
+        tx.charger_id,
+        tx.connector_id,
+        tx.id_tag,
+        tx.meter_start,
+        tx.start_time.timestamp_millis()
+    )
+}
+
+/// Reads the JSON of a stored reading's sampled values.
+pub(super) fn samples_from_json(
+    text: &str,
+    sampled_at: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<Sample>> {
+    let mut samples: Vec<Sample> =
+        serde_json::from_str(text).context("reading a stored meter reading")?;
+    for s in &mut samples {
+        s.sampled_at = sampled_at;
+    }
+    Ok(samples)
+}
+
+/// A charger heard from: (identity, heartbeat time, last-seen time).
+type Touch<'a> = (&'a str, Option<DateTime<Utc>>, DateTime<Utc>);
+
+/// The rows one batch writes, gathered from its charger writes so each kind
+/// goes out in multi-row statements.
+#[derive(Default)]
+struct Batch<'a> {
+    logs: Vec<&'a NewLogEntry>,
+    /// (charger, heartbeat, seen), one per charger.
+    touches: Vec<Touch<'a>>,
+    connectors: Vec<&'a ConnectorStatus>,
+    readings: Vec<&'a NewReading>,
+    transactions: Vec<&'a TransactionRecord>,
+    sessions: Vec<&'a SessionProgress>,
+    corrections: Vec<&'a SessionProgress>,
+    anomalies: Vec<&'a NewAnomaly>,
+}
+
+/// Keeps the last of several rows with the same key: one multi-row upsert
+/// or update may not touch a row twice.
+fn last_per_key<T, K: PartialEq>(rows: &mut Vec<T>, key: impl Fn(&T) -> K) {
+    let mut i = rows.len();
+    while i > 0 {
+        i -= 1;
+        let k = key(&rows[i]);
+        if rows[..i].iter().any(|r| key(r) == k) {
+            // An earlier row has the same key: drop the earlier one(s).
+            let mut j = 0;
+            while j < i {
+                if key(&rows[j]) == k {
+                    rows.remove(j);
+                    i -= 1;
+                } else {
+                    j += 1;
+                }
+            }
+        }
+    }
+}
+
+impl<'a> Batch<'a> {
+    fn add(&mut self, w: &'a ChargerWrite) {
+        if w.heartbeat.is_some() || w.seen.is_some() {
+            let seen = w.heartbeat.or(w.seen).expect("one is set");
+            self.touches.push((&w.charger_id, w.heartbeat, seen));
+        }
+        self.connectors.extend(&w.connector);
+        self.readings.extend(&w.readings);
+        self.transactions.extend(&w.transactions);
+        self.sessions.extend(&w.sessions);
+        self.corrections.extend(&w.corrections);
+        self.anomalies.extend(&w.anomalies);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.logs.is_empty()
+            && self.touches.is_empty()
+            && self.connectors.is_empty()
+            && self.readings.is_empty()
+            && self.transactions.is_empty()
+            && self.sessions.is_empty()
+            && self.corrections.is_empty()
+            && self.anomalies.is_empty()
+    }
+
+    /// Rows of one key written twice in a batch (only possible for writes
+    /// nobody waits for, or a driver's write next to a charger's): the
+    /// later one wins, as it would have one statement at a time.
+    fn dedup(&mut self) {
+        last_per_key(&mut self.touches, |t| t.0);
+        last_per_key(&mut self.connectors, |c| {
+            (c.charger_id.as_str(), c.connector_id)
+        });
+        last_per_key(&mut self.transactions, |t| t.id);
+        last_per_key(&mut self.sessions, |s| s.session_id.as_str());
+        last_per_key(&mut self.corrections, |s| s.session_id.as_str());
+    }
+}
+
+macro_rules! sql_store {
+    ($Store:ident, $DB:ty, $Conn:ty, $Options:ty, $backend:literal, $migrations:literal, $begin_batch:literal) => {
+        /// The
+        #[doc = $backend]
+        /// implementation of [`Store`].
+        pub struct $Store {
+            pub(in crate::store) pool: sqlx::Pool<$DB>,
+            writer: Writer<WriteOp, WriteOut>,
+            /// Log frames the writer holds back while the database refuses them.
+            log_carried: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        }
+
+        impl $Store {
+            async fn migrate(pool: &sqlx::Pool<$DB>) -> Result<()> {
+                sqlx::migrate!($migrations)
+                    .run(pool)
+                    .await
+                    .context("running database migrations")
+            }
+
+            fn with(pool: sqlx::Pool<$DB>, write_options: $Options) -> Self {
+                let log_carried = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+                let writer = Self::start_writer(write_options, log_carried.clone());
+                $Store {
+                    pool,
+                    writer,
+                    log_carried,
+                }
+            }
+
+            /// The group-commit writer: one task, one connection of its own
+            /// (opened again whenever it failed), one transaction per batch.
+            fn start_writer(
+                options: $Options,
+                log_carried: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+            ) -> Writer<WriteOp, WriteOut> {
+                let (writer, mut queue) = Writer::channel(WRITE_QUEUE);
+                tokio::spawn(async move {
+                    let mut conn: Option<$Conn> = None;
+                    let mut jobs = Vec::with_capacity(super::writer::MAX_BATCH);
+                    let mut carried: Vec<NewLogEntry> = Vec::new();
+                    while queue.next_batch(&mut jobs).await {
+                        let results =
+                            Self::commit_batch(&options, &mut conn, &jobs, &mut carried).await;
+                        log_carried.store(carried.len(), std::sync::atomic::Ordering::Relaxed);
+                        queue.answer(&mut jobs, results);
+                    }
+                });
+                writer
+            }
+
+            /// Commits a batch: all of it in one transaction when it can;
+            /// when the database refuses a statement, write by write, so one
+            /// bad write fails alone; when the database cannot be reached,
+            /// every write fails at once (and the log frames wait).
+            async fn commit_batch(
+                options: &$Options,
+                conn: &mut Option<$Conn>,
+                jobs: &[Job<WriteOp, WriteOut>],
+                carried: &mut Vec<NewLogEntry>,
+            ) -> Vec<Result<WriteOut>> {
+                let ops: Vec<&WriteOp> = jobs.iter().map(|j| &j.op).collect();
+                let held = std::mem::take(carried);
+                let first = Self::run_guarded(options, conn, &ops, &held).await;
+                let e = match first {
+                    Ok(results) => return results.into_iter().map(Ok).collect(),
+                    Err(e) => e,
+                };
+                let logs = || {
+                    held.iter()
+                        .cloned()
+                        .chain(ops.iter().filter_map(|op| match op {
+                            WriteOp::Log(entry) => Some((**entry).clone()),
+                            _ => None,
+                        }))
+                };
+                if !refused_by_database(&e) || ops.len() == 1 {
+                    tracing::error!("batch of {} writes failed: {e:#}", ops.len());
+                    Self::carry(carried, logs());
+                    let text = format!("{e:#}");
+                    return ops
+                        .iter()
+                        .map(|op| match op {
+                            WriteOp::Log(_) => Ok(WriteOut::Done),
+                            _ => Err(anyhow!("write failed: {text}")),
+                        })
+                        .collect();
+                }
+                tracing::warn!(
+                    "batch of {} writes refused ({e:#}); writing them one by one",
+                    ops.len()
+                );
+                let mut results = Vec::with_capacity(ops.len());
+                for op in &ops {
+                    results.push(match op {
+                        WriteOp::Log(_) => Ok(WriteOut::Done),
+                        _ => Self::run_guarded(options, conn, &[*op], &[])
+                            .await
+                            .map(|mut r| r.remove(0)),
+                    });
+                }
+                let pending: Vec<NewLogEntry> = logs().collect();
+                let log_ops: Vec<WriteOp> = pending
+                    .into_iter()
+                    .map(|e| WriteOp::Log(Box::new(e)))
+                    .collect();
+                let refs: Vec<&WriteOp> = log_ops.iter().collect();
+                if let Err(e) = Self::run_guarded(options, conn, &refs, &[]).await {
+                    tracing::error!("{} message-log frames not stored yet: {e:#}", refs.len());
+                    Self::carry(
+                        carried,
+                        log_ops.into_iter().filter_map(|op| match op {
+                            WriteOp::Log(entry) => Some(*entry),
+                            _ => None,
+                        }),
+                    );
+                }
+                results
+            }
+
+            fn carry(carried: &mut Vec<NewLogEntry>, more: impl Iterator<Item = NewLogEntry>) {
+                carried.extend(more);
+                if carried.len() > LOG_CARRY_MAX {
+                    let drop = carried.len() - LOG_CARRY_MAX;
+                    tracing::error!(
+                        "{drop} message-log frames dropped: the database has refused them too long"
+                    );
+                    carried.drain(..drop);
+                }
+            }
+
+            /// Runs ops in one transaction on the writer's connection, within
+            /// [`BATCH_TIMEOUT`]. A failure that is not the database refusing
+            /// a statement drops the connection; the next batch opens another.
+            async fn run_guarded(
+                options: &$Options,
+                conn: &mut Option<$Conn>,
+                ops: &[&WriteOp],
+                held_logs: &[NewLogEntry],
+            ) -> Result<Vec<WriteOut>> {
+                let run = async {
+                    if conn.is_none() {
+                        use sqlx::ConnectOptions;
+                        let opened = tokio::time::timeout(CONNECT_TIMEOUT, options.connect())
+                            .await
+                            .map_err(|_| anyhow!("connecting to the database timed out"))?
+                            .context("connecting to the database")?;
+                        *conn = Some(opened);
+                    }
+                    let c = conn.as_mut().expect("opened above");
+                    Self::run_ops(c, ops, held_logs).await
+                };
+                let result = match tokio::time::timeout(BATCH_TIMEOUT, run).await {
+                    Ok(result) => result,
+                    Err(_) => Err(anyhow!("a write batch took longer than {BATCH_TIMEOUT:?}")),
+                };
+                if let Err(e) = &result {
+                    if !refused_by_database(e) {
+                        *conn = None;
+                    }
+                }
+                result
+            }
+
+            async fn run_ops(
+                c: &mut $Conn,
+                ops: &[&WriteOp],
+                held_logs: &[NewLogEntry],
+            ) -> Result<Vec<WriteOut>> {
+                use sqlx::Connection;
+                let mut tx = c
+                    .begin_with($begin_batch)
+                    .await
+                    .context("beginning a write batch")?;
+                let mut batch = Batch::default();
+                batch.logs.extend(held_logs);
+                let mut results = Vec::with_capacity(ops.len());
+                for op in ops {
+                    match op {
+                        WriteOp::Log(entry) => {
+                            batch.logs.push(entry);
+                            results.push(WriteOut::Done);
+                        }
+                        WriteOp::Charger(write) => {
+                            batch.add(write);
+                            results.push(WriteOut::Done);
+                        }
+                        WriteOp::Barrier => results.push(WriteOut::Done),
+                        other => {
+                            // Writes that read before they write see what the
+                            // batch wrote before them.
+                            Self::write_batch(&mut tx, &mut batch).await?;
+                            results.push(Self::apply(&mut tx, other).await?);
+                        }
+                    }
+                }
+                Self::write_batch(&mut tx, &mut batch).await?;
+                tx.commit().await.context("committing a write batch")?;
+                Ok(results)
+            }
+
+            /// Writes what the batch gathered, one multi-row statement per
+            /// chunk of each kind of row, and empties it (keeping its logs'
+            /// borrow alive for the caller).
+            async fn write_batch(c: &mut $Conn, batch: &mut Batch<'_>) -> Result<()> {
+                if batch.is_empty() {
+                    return Ok(());
+                }
+                batch.dedup();
+                Self::touch_chargers(c, &batch.touches).await?;
+                Self::upsert_connectors(c, &batch.connectors).await?;
+                Self::insert_readings(c, &batch.readings).await?;
+                Self::save_transactions(c, &batch.transactions).await?;
+                Self::progress_sessions(c, &batch.sessions, false).await?;
+                Self::progress_sessions(c, &batch.corrections, true).await?;
+                Self::insert_anomalies(c, &batch.anomalies).await?;
+                Self::insert_log(c, &batch.logs).await?;
+                *batch = Batch::default();
+                Ok(())
+            }
+
+            async fn apply(c: &mut $Conn, op: &WriteOp) -> Result<WriteOut> {
+                Ok(match op {
+                    WriteOp::Boot {
+                        id,
+                        info,
+                        status_if_new,
+                        at,
+                    } => {
+                        WriteOut::Registration(Self::boot(c, id, info, *status_if_new, *at).await?)
+                    }
+                    WriteOp::Start(tx, decide) => {
+                        WriteOut::Started(Box::new(Self::start(c, tx, *decide).await?))
+                    }
+                    WriteOp::CreateSession(session) => {
+                        WriteOut::SessionCreated(Self::create_session_in(c, session).await?)
+                    }
+                    WriteOp::SaveSession(session) => {
+                        WriteOut::Saved(Self::save_session_in(c, session).await?)
+                    }
+                    WriteOp::DriverFields {
+                        id,
+                        battery_level,
+                        station_rating,
+                        at,
+                    } => WriteOut::Saved(
+                        Self::driver_fields_in(c, id, *battery_level, *station_rating, *at).await?,
+                    ),
+                    WriteOp::CancelSession { id, at, reason } => {
+                        WriteOut::Saved(Self::cancel_in(c, id, *at, reason).await?)
+                    }
+                    WriteOp::Charger(_) | WriteOp::Log(_) | WriteOp::Barrier => {
+                        unreachable!("gathered into the batch")
+                    }
+                })
+            }
+
+            async fn write(&self, op: WriteOp) -> Result<WriteOut> {
+                self.writer.write(op).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl super::Store for $Store {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            async fn ping(&self) -> Result<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn flush(&self) -> Result<()> {
+                self.write(WriteOp::Barrier).await.map(|_| ())
+            }
+
+            async fn apply(&self, write: ChargerWrite) -> Result<()> {
+                self.write(WriteOp::Charger(Box::new(write)))
+                    .await
+                    .map(|_| ())
+            }
+        }
+
+        chargers_sql!($Store, $DB, $Conn);
+        transactions_sql!($Store, $DB, $Conn);
+        sessions_sql!($Store, $DB, $Conn);
+        people_sql!($Store, $DB, $Conn);
+        log_sql!($Store, $DB, $Conn);
+    };
+}
+
+sql_store!(
+    SqliteStore,
+    sqlx::Sqlite,
+    sqlx::SqliteConnection,
+    sqlx::sqlite::SqliteConnectOptions,
+    "sqlite",
+    "./migrations/sqlite",
+    // IMMEDIATE takes the write lock up front. A deferred transaction that
+    // reads before it writes fails at once (SQLITE_BUSY_SNAPSHOT, no waiting)
+    // when another connection committed in between, as the API's writes may.
+    "BEGIN IMMEDIATE"
+);
+sql_store!(
+    PostgresStore,
+    sqlx::Postgres,
+    sqlx::PgConnection,
+    sqlx::postgres::PgConnectOptions,
+    "postgres",
+    "./migrations/postgres",
+    "BEGIN"
+);
+
+impl SqliteStore {
+    pub async fn open(url: &str) -> Result<Self> {
+        use sqlx::sqlite::{
+            SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+        };
+        use std::str::FromStr;
+        // WAL lets readers run beside the one writer; FULL makes a commit
+        // durable across power loss, not just a killed process. Group commit
+        // is what keeps FULL affordable. Checkpoints run off the commit path
+        // (see `checkpoints`), never inside a charger's commit.
+        let options = SqliteConnectOptions::from_str(url)
+            .with_context(|| format!("bad SQLite URL {url:?}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true)
+            .pragma("wal_autocheckpoint", "0");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(options.clone())
+            .await
+            .with_context(|| format!("opening SQLite database {url}"))?;
+        Self::migrate(&pool).await?;
+        // The writer's pages stay cached between batches: an index page a
+        // charger appends to is read once, not once per commit.
+        let write_options = options.pragma("cache_size", "-65536");
+        tokio::spawn(checkpoints(pool.clone()));
+        Ok(Self::with(pool, write_options))
+    }
+}
+
+/// Copies the write-ahead log back into the database file every second,
+/// beside the writer rather than inside one of its commits (a checkpoint in
+/// a commit would hold every charger of that batch for it). PASSIVE never
+/// waits for the writer; the log file is reused once a checkpoint caught up.
+async fn checkpoints(pool: sqlx::SqlitePool) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!("WAL checkpoint failed: {e:#}");
+        }
+    }
+}
+
+impl PostgresStore {
+    pub async fn open(url: &str) -> Result<Self> {
+        use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+        use std::str::FromStr;
+        let options = PgConnectOptions::from_str(url).context("bad PostgreSQL URL")?;
+        // A short acquire timeout: with the database down, a reader fails in
+        // two seconds instead of holding a charger's answer for ten.
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(options.clone())
+            .await
+            .context("connecting to PostgreSQL")?;
+        Self::migrate(&pool).await?;
+        Ok(Self::with(pool, options))
+    }
+}

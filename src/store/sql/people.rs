@@ -1,0 +1,184 @@
+//! Users, idTags, stations and settings.
+
+macro_rules! people_sql {
+    ($Store:ident, $DB:ty, $Conn:ty) => {
+        impl $Store {
+            pub(super) fn station_from_row(row: &<$DB as sqlx::Database>::Row) -> Result<StationRecord> {
+                use sqlx::Row;
+                Ok(StationRecord {
+                    id: row.try_get("id")?,
+                    name: row.try_get("name")?,
+                    price_micros: row.try_get("price_micros")?,
+                    currency: row.try_get("currency")?,
+                    created_at: row.try_get("created_at")?,
+                    updated_at: row.try_get("updated_at")?,
+                })
+            }
+
+            fn user_from_row(row: &<$DB as sqlx::Database>::Row) -> Result<UserRecord> {
+                use sqlx::Row;
+                Ok(UserRecord {
+                    id: row.try_get("id")?,
+                    email: row.try_get("email")?,
+                    name: row.try_get("name")?,
+                    role: row.try_get("role")?,
+                    password_hash: row.try_get("password_hash")?,
+                    battery_capacity_wh: row.try_get("battery_capacity_wh")?,
+                    created_at: row.try_get("created_at")?,
+                })
+            }
+
+            fn id_tag_from_row(row: &<$DB as sqlx::Database>::Row) -> Result<IdTagRecord> {
+                use sqlx::Row;
+                Ok(IdTagRecord {
+                    id_tag: row.try_get("id_tag")?,
+                    user_id: row.try_get("user_id")?,
+                    status: row.try_get("status")?,
+                    expiry_date: row.try_get("expiry_date")?,
+                    parent_id_tag: row.try_get("parent_id_tag")?,
+                    created_at: row.try_get("created_at")?,
+                })
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl super::PeopleStore for $Store {
+            async fn setting(&self, key: &str) -> Result<Option<String>> {
+                use sqlx::Row;
+                let row = sqlx::query("SELECT value FROM settings WHERE key = $1").bind(key).fetch_optional(&self.pool).await?;
+                Ok(match row {
+                    Some(r) => Some(r.try_get(0)?),
+                    None => None,
+                })
+            }
+
+            async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String> {
+                sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+                    .bind(key)
+                    .bind(value)
+                    .execute(&self.pool)
+                    .await?;
+                self.setting(key).await?.context("setting vanished after insert")
+            }
+
+            async fn upsert_user(&self, u: &UserRecord) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO users (id, email, name, role, password_hash, battery_capacity_wh, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (id) DO UPDATE SET email = excluded.email, name = excluded.name, role = excluded.role, \
+                         password_hash = COALESCE(excluded.password_hash, users.password_hash), \
+                         battery_capacity_wh = COALESCE(excluded.battery_capacity_wh, users.battery_capacity_wh)",
+                )
+                .bind(&u.id)
+                .bind(&u.email)
+                .bind(&u.name)
+                .bind(&u.role)
+                .bind(&u.password_hash)
+                .bind(u.battery_capacity_wh)
+                .bind(u.created_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn user(&self, id: &str) -> Result<Option<UserRecord>> {
+                let row = sqlx::query("SELECT * FROM users WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+                row.as_ref().map(Self::user_from_row).transpose()
+            }
+
+            async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>> {
+                let row = sqlx::query("SELECT * FROM users WHERE email = $1").bind(email).fetch_optional(&self.pool).await?;
+                row.as_ref().map(Self::user_from_row).transpose()
+            }
+
+            async fn users(&self) -> Result<Vec<UserRecord>> {
+                let rows = sqlx::query("SELECT * FROM users ORDER BY created_at, id").fetch_all(&self.pool).await?;
+                rows.iter().map(Self::user_from_row).collect()
+            }
+
+            async fn ensure_user(&self, id: &str) -> Result<()> {
+                sqlx::query("INSERT INTO users (id, name, role, created_at) VALUES ($1, '', 'driver', $2) ON CONFLICT (id) DO NOTHING")
+                    .bind(id)
+                    .bind(chrono::Utc::now())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn upsert_id_tag(&self, t: &IdTagRecord) -> Result<()> {
+                // The same tag in another case is this tag: it keeps the
+                // spelling it was first entered with. The unique index on
+                // upper(id_tag) settles two requests racing to create it.
+                let updated = sqlx::query(
+                    "UPDATE id_tags SET user_id = $1, status = $2, expiry_date = $3, parent_id_tag = $4 \
+                     WHERE upper(id_tag) = upper($5)",
+                )
+                .bind(&t.user_id)
+                .bind(&t.status)
+                .bind(t.expiry_date)
+                .bind(&t.parent_id_tag)
+                .bind(&t.id_tag)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                if updated == 0 {
+                    sqlx::query(
+                        "INSERT INTO id_tags (id_tag, user_id, status, expiry_date, parent_id_tag, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(&t.id_tag)
+                    .bind(&t.user_id)
+                    .bind(&t.status)
+                    .bind(t.expiry_date)
+                    .bind(&t.parent_id_tag)
+                    .bind(t.created_at)
+                    .execute(&self.pool)
+                    .await?;
+                }
+                Ok(())
+            }
+
+            async fn id_tag(&self, id_tag: &str) -> Result<Option<IdTagRecord>> {
+                let row = sqlx::query("SELECT * FROM id_tags WHERE upper(id_tag) = upper($1)")
+                    .bind(id_tag.trim())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(Self::id_tag_from_row).transpose()
+            }
+
+            async fn id_tags_of_user(&self, user_id: &str) -> Result<Vec<IdTagRecord>> {
+                let rows = sqlx::query("SELECT * FROM id_tags WHERE user_id = $1 ORDER BY created_at, id_tag")
+                    .bind(user_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(Self::id_tag_from_row).collect()
+            }
+
+            async fn station(&self, id: &str) -> Result<Option<StationRecord>> {
+                let row = sqlx::query("SELECT * FROM stations WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+                row.as_ref().map(Self::station_from_row).transpose()
+            }
+
+            async fn stations(&self) -> Result<Vec<StationRecord>> {
+                let rows = sqlx::query("SELECT * FROM stations ORDER BY id").fetch_all(&self.pool).await?;
+                rows.iter().map(Self::station_from_row).collect()
+            }
+
+            async fn upsert_station(&self, st: &StationRecord) -> Result<StationRecord> {
+                let row = sqlx::query(
+                    "INSERT INTO stations (id, name, price_micros, currency, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5) \
+                     ON CONFLICT (id) DO UPDATE SET name = excluded.name, price_micros = excluded.price_micros, \
+                         currency = excluded.currency, updated_at = excluded.updated_at RETURNING *",
+                )
+                .bind(&st.id)
+                .bind(&st.name)
+                .bind(st.price_micros)
+                .bind(&st.currency)
+                .bind(st.updated_at)
+                .fetch_one(&self.pool)
+                .await?;
+                Self::station_from_row(&row)
+            }
+        }
+    };
+}
