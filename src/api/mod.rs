@@ -29,15 +29,36 @@ async fn not_found() -> error::ApiError {
     error::ApiError::not_found("No such endpoint")
 }
 
-/// 200 once the database answers (migrations ran before the listener opened).
+/// Liveness: 200 once the database answers and the writer is committing;
+/// 503 with the reason, within a second, when the database cannot be reached
+/// or refuses writes (a full disk, a read-only file).
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ok" }))),
-        Err(e) => {
-            tracing::error!("health check: database unreachable: {e:#}");
+    let store = &state.store;
+    let check = async {
+        store
+            .ping()
+            .await
+            .map_err(|e| format!("the database is unreachable: {e:#}"))?;
+        if let Some(failure) = store.write_failure() {
+            // The last writes failed: see whether it takes one now.
+            store
+                .probe_write()
+                .await
+                .map_err(|_| format!("the database refuses writes: {failure}"))?;
+        }
+        Ok::<(), String>(())
+    };
+    let problem = match tokio::time::timeout(std::time::Duration::from_secs(1), check).await {
+        Err(_) => Some("the database did not answer within a second".to_owned()),
+        Ok(result) => result.err(),
+    };
+    match problem {
+        None => (StatusCode::OK, Json(json!({ "status": "ok" }))),
+        Some(reason) => {
+            tracing::error!("health check: {reason}");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "unavailable" })),
+                Json(json!({ "status": "unavailable", "reason": reason })),
             )
         }
     }

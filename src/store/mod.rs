@@ -250,6 +250,11 @@ pub trait Store:
     async fn flush(&self) -> Result<()>;
     /// Commits what one charger message changes, in one transaction.
     async fn apply(&self, write: ChargerWrite) -> Result<()>;
+    /// Why the last write batch failed, until a batch succeeds again.
+    fn write_failure(&self) -> Option<String>;
+    /// Writes one small row through the writer: after a failure, whether
+    /// the database takes writes again.
+    async fn probe_write(&self) -> Result<()>;
 }
 
 pub type SharedStore = Arc<dyn Store>;

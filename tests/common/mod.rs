@@ -3,6 +3,8 @@
 //! OCPP-J over a real WebSocket.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use csms::app::Application;
 use csms::config::Config;
 use csms::state::AppState;
@@ -97,6 +99,14 @@ impl Drop for TestDatabase {
 }
 
 impl TestDatabase {
+    /// A SQLite file at `path` (in a directory the test owns).
+    pub fn sqlite_at(path: &std::path::Path) -> TestDatabase {
+        TestDatabase {
+            url: format!("sqlite://{}", path.display()),
+            _dir: None,
+        }
+    }
+
     pub async fn new(backend: Backend) -> TestDatabase {
         match backend {
             Backend::Sqlite => {

@@ -65,6 +65,9 @@ pub(super) enum WriteOp {
     },
     /// Commits after everything queued before it: what `flush` waits for.
     Barrier,
+    /// Writes one small row, to learn whether the database takes writes
+    /// again after a failure.
+    Probe,
 }
 
 pub(super) enum WriteOut {
@@ -240,6 +243,8 @@ macro_rules! sql_store {
             writer: Writer<WriteOp, WriteOut>,
             /// Log frames the writer holds back while the database refuses them.
             log_carried: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+            /// Why the last batch failed, until one succeeds.
+            write_failure: std::sync::Arc<std::sync::Mutex<Option<String>>>,
         }
 
         impl $Store {
@@ -252,11 +257,14 @@ macro_rules! sql_store {
 
             fn with(pool: sqlx::Pool<$DB>, write_options: $Options) -> Self {
                 let log_carried = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-                let writer = Self::start_writer(write_options, log_carried.clone());
+                let write_failure = std::sync::Arc::new(std::sync::Mutex::new(None));
+                let writer =
+                    Self::start_writer(write_options, log_carried.clone(), write_failure.clone());
                 $Store {
                     pool,
                     writer,
                     log_carried,
+                    write_failure,
                 }
             }
 
@@ -265,6 +273,7 @@ macro_rules! sql_store {
             fn start_writer(
                 options: $Options,
                 log_carried: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+                write_failure: std::sync::Arc<std::sync::Mutex<Option<String>>>,
             ) -> Writer<WriteOp, WriteOut> {
                 let (writer, mut queue) = Writer::channel(WRITE_QUEUE);
                 tokio::spawn(async move {
@@ -275,6 +284,23 @@ macro_rules! sql_store {
                         let results =
                             Self::commit_batch(&options, &mut conn, &jobs, &mut carried).await;
                         log_carried.store(carried.len(), std::sync::atomic::Ordering::Relaxed);
+                        // A batch that only waited (a flush) proves nothing.
+                        let wrote = jobs.iter().any(|j| !matches!(j.op, WriteOp::Barrier));
+                        let failure = results
+                            .iter()
+                            .find_map(|r| r.as_ref().err())
+                            .map(|e| format!("{e:#}"))
+                            .or_else(|| {
+                                (!carried.is_empty()).then(|| {
+                                    format!(
+                                        "{} message-log frames wait to be stored",
+                                        carried.len()
+                                    )
+                                })
+                            });
+                        if wrote || failure.is_some() {
+                            *write_failure.lock().unwrap_or_else(|e| e.into_inner()) = failure;
+                        }
                         queue.answer(&mut jobs, results);
                     }
                 });
@@ -362,8 +388,8 @@ macro_rules! sql_store {
             }
 
             /// Runs ops in one transaction on the writer's connection, within
-            /// [`BATCH_TIMEOUT`]. A failure that is not the database refusing
-            /// a statement drops the connection; the next batch opens another.
+            /// [`BATCH_TIMEOUT`]. A failure drops the connection; the next
+            /// batch opens another.
             async fn run_guarded(
                 options: &$Options,
                 conn: &mut Option<$Conn>,
@@ -386,10 +412,12 @@ macro_rules! sql_store {
                     Ok(result) => result,
                     Err(_) => Err(anyhow!("a write batch took longer than {BATCH_TIMEOUT:?}")),
                 };
-                if let Err(e) = &result {
-                    if !refused_by_database(e) {
-                        *conn = None;
-                    }
+                if result.is_err() {
+                    // After a failed batch the connection's state is not to
+                    // be trusted (a commit that failed half-way, SQLite
+                    // keeping a file read-only after an I/O error): the next
+                    // batch starts on a fresh one.
+                    *conn = None;
                 }
                 result
             }
@@ -481,6 +509,16 @@ macro_rules! sql_store {
                     WriteOp::CancelSession { id, at, reason } => {
                         WriteOut::Saved(Self::cancel_in(c, id, *at, reason).await?)
                     }
+                    WriteOp::Probe => {
+                        sqlx::query(
+                            "INSERT INTO settings (key, value) VALUES ('last_write_probe', $1) \
+                             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        )
+                        .bind(crate::ocpp::time::format_ms(chrono::Utc::now()))
+                        .execute(&mut *c)
+                        .await?;
+                        WriteOut::Done
+                    }
                     WriteOp::Charger(_) | WriteOp::Log(_) | WriteOp::Barrier => {
                         unreachable!("gathered into the batch")
                     }
@@ -511,6 +549,17 @@ macro_rules! sql_store {
                 self.write(WriteOp::Charger(Box::new(write)))
                     .await
                     .map(|_| ())
+            }
+
+            fn write_failure(&self) -> Option<String> {
+                self.write_failure
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+            }
+
+            async fn probe_write(&self) -> Result<()> {
+                self.write(WriteOp::Probe).await.map(|_| ())
             }
         }
 
