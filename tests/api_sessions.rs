@@ -169,9 +169,13 @@ async fn the_app_flow_reproduces_the_seed_numbers(backend: Backend) {
     assert_eq!(stats["totalSessions"], 2);
     assert_eq!(stats["totalEnergyUsed"], 25.2);
     assert_eq!(stats["totalSpent"], 4158);
+    // The contract's favoriteStation is the station id; its name is beside it.
     assert_eq!(
-        stats["favoriteStation"],
-        "EvLiter Charging Hub - Victoria Island"
+        (
+            stats["favoriteStation"].as_str(),
+            stats["favoriteStationName"].as_str()
+        ),
+        (Some(DEMO), Some("EvLiter Charging Hub - Victoria Island"))
     );
     assert_eq!(stats["monthlyUsage"].as_array().unwrap().len(), 1);
     assert_eq!(stats["monthlyUsage"][0]["sessions"], 2);
@@ -179,6 +183,13 @@ async fn the_app_flow_reproduces_the_seed_numbers(backend: Backend) {
     assert_eq!(body["success"], true);
     assert_eq!(body["sessions"].as_array().unwrap().len(), 3);
     assert_eq!(body["stats"]["totalSessions"], 2);
+    assert_eq!(
+        (
+            body["stats"]["favoriteStation"].as_str(),
+            body["stats"]["favoriteStationName"].as_str()
+        ),
+        (Some(DEMO), Some("EvLiter Charging Hub - Victoria Island"))
+    );
     assert_eq!(body["activeSession"], Value::Null);
     server.stop().await;
 }

@@ -123,11 +123,12 @@ pub fn stats_json(sessions: &[SessionRecord], now: DateTime<Utc>) -> Value {
             e.1 = s.start_time;
         }
     }
-    // Most sessions; a tie goes to the station used most recently.
+    // Most sessions; a tie goes to the station used most recently. The
+    // contract's favoriteStation is the station id; the name rides beside it.
     let favorite = by_station
-        .values()
-        .max_by_key(|(n, last, _)| (*n, *last))
-        .map(|(_, _, name)| name.to_string());
+        .iter()
+        .max_by_key(|(_, (n, last, _))| (*n, *last))
+        .map(|(id, (_, _, name))| (id.to_string(), name.to_string()));
     let mut months: BTreeMap<String, (usize, f64, BTreeMap<&str, i64>)> = BTreeMap::new();
     for s in &completed {
         let m = months
@@ -151,7 +152,8 @@ pub fn stats_json(sessions: &[SessionRecord], now: DateTime<Utc>) -> Value {
         "currency": main_currency,
         "spentByCurrency": spent.iter().map(|(c, (m, _))| (c.to_string(), major_json(*m, c))).collect::<serde_json::Map<_, _>>(),
         "averageSessionDuration": num(average_minutes),
-        "favoriteStation": favorite,
+        "favoriteStation": favorite.as_ref().map(|(id, _)| id),
+        "favoriteStationName": favorite.as_ref().map(|(_, name)| name),
         "monthlyUsage": monthly,
     })
 }
@@ -202,7 +204,9 @@ mod tests {
         assert_eq!(stats["totalSessions"], 3);
         assert_eq!(stats["totalEnergyUsed"], json!(29.4));
         assert_eq!(stats["totalSpent"], json!(4851));
-        assert_eq!(stats["favoriteStation"], "b name");
+        // The station id, as the contract says, with its name beside it.
+        assert_eq!(stats["favoriteStation"], "b");
+        assert_eq!(stats["favoriteStationName"], "b name");
         assert_eq!(stats["averageSessionDuration"], json!(40));
         assert_eq!(
             stats["monthlyUsage"],
@@ -219,6 +223,7 @@ mod tests {
         assert_eq!(stats["totalSessions"], 0);
         assert_eq!(stats["averageSessionDuration"], 0);
         assert_eq!(stats["favoriteStation"], Value::Null);
+        assert_eq!(stats["favoriteStationName"], Value::Null);
     }
 
     #[test]
