@@ -41,6 +41,15 @@ pub fn router() -> Router<AppState> {
         .route("/api/admin/sessions", get(sessions))
 }
 
+/// The highest price per kWh an operator may set, in units of any currency:
+/// far above any real tariff, even in currencies of tiny units, and low
+/// enough that the largest session (1,000 kWh) costs no more than the payment
+/// API's bound on amounts.
+pub const MAX_PRICE_PER_KWH: i64 = 1_000_000;
+
+/// A battery's capacity in kWh: from an e-bike's to above any vehicle's.
+const BATTERY_CAPACITY_KWH: std::ops::RangeInclusive<f64> = 0.1..=1000.0;
+
 fn check_station_id(id: &str) -> ApiResult<()> {
     // A station id doubles as its charger's OCPP identity.
     crate::charger::handshake::validate_identity(id).map_err(|why| ApiError::invalid("id", why))
@@ -132,12 +141,14 @@ async fn put_station(
     let price = body
         .raw("pricePerKWh")
         .ok_or_else(|| ApiError::invalid("pricePerKWh", "pricePerKWh is required"))?;
-    let price_micros = parse_price_micros(price).ok_or_else(|| {
-        ApiError::invalid(
-            "pricePerKWh",
-            "pricePerKWh must be a non-negative number with at most 6 decimals",
-        )
-    })?;
+    let price_micros = parse_price_micros(price)
+        .filter(|m| *m <= MAX_PRICE_PER_KWH * 1_000_000)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "pricePerKWh",
+                format!("pricePerKWh must be a number from 0 to {MAX_PRICE_PER_KWH} with at most 6 decimals"),
+            )
+        })?;
     let currency = parse_currency(&body.string("currency")?).ok_or_else(|| {
         ApiError::invalid("currency", "currency must be a three-letter ISO 4217 code")
     })?;
@@ -328,11 +339,15 @@ async fn put_user(
     }
     let capacity = match body.opt_number("batteryCapacity")? {
         None => None,
-        Some(kwh) if kwh > 0.0 && kwh <= 1000.0 => Some((kwh * 1000.0).round() as i64),
+        Some(kwh) if BATTERY_CAPACITY_KWH.contains(&kwh) => Some((kwh * 1000.0).round() as i64),
         Some(_) => {
             return Err(ApiError::invalid(
                 "batteryCapacity",
-                "batteryCapacity must be between 0 and 1000 kWh",
+                format!(
+                    "batteryCapacity must be between {} and {} kWh",
+                    BATTERY_CAPACITY_KWH.start(),
+                    BATTERY_CAPACITY_KWH.end()
+                ),
             ))
         }
     };

@@ -94,6 +94,10 @@ impl FromRequestParts<AppState> for AdminUser {
     }
 }
 
+/// The highest connector number a client may name: OCPP numbers a
+/// charger's connectors from 1, and no charger has a thousand.
+pub const MAX_CONNECTOR: i64 = 1000;
+
 /// A JSON object body. A body that is not JSON, or not an object, is a 400.
 pub struct Body(pub Fields);
 
@@ -205,16 +209,20 @@ impl Fields {
         }
     }
 
-    /// A connector may be given as `"connector-1"` or as `1`.
+    /// A connector may be given as `"connector-1"` or as `1` (1 to
+    /// [`MAX_CONNECTOR`]).
     pub fn connector(&self, name: &str) -> Result<Option<String>, ApiError> {
         match self.present(name) {
             None => Ok(None),
             Some(Value::Number(n)) => n
                 .as_i64()
-                .filter(|n| *n > 0)
+                .filter(|n| (1..=MAX_CONNECTOR).contains(n))
                 .map(|n| Some(format!("connector-{n}")))
                 .ok_or_else(|| {
-                    ApiError::invalid(name, format!("{name} must be a positive connector number"))
+                    ApiError::invalid(
+                        name,
+                        format!("{name} must be a connector number from 1 to {MAX_CONNECTOR}"),
+                    )
                 }),
             Some(_) => self.opt_string(name),
         }

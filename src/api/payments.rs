@@ -7,7 +7,8 @@ use super::extract::{AdminUser, AuthUser, Body};
 use crate::engine::money::{major_json, parse_amount_minor, parse_currency};
 use crate::engine::view::session_json;
 use crate::payments::service::{
-    balance_check_json, link_json, PaidStart, PaymentError, StopResult,
+    balance_check_json, link_json, max_amount_minor, PaidStart, PaymentError, StopResult,
+    MAX_AMOUNT,
 };
 use crate::state::AppState;
 use axum::body::Bytes;
@@ -139,13 +140,14 @@ async fn stop(State(state): State<AppState>, user: AuthUser, Body(body): Body) -
                     state.store.session(&session_id).await?.ok_or_else(|| {
                         ApiError::from(crate::engine::EngineError::SessionNotFound)
                     })?;
+                let currency = &session.currency;
                 Some(
-                    parse_amount_minor(value, &session.currency)
-                        .filter(|m| *m >= 0)
+                    parse_amount_minor(value, currency)
+                        .filter(|m| (0..=max_amount_minor(currency)).contains(m))
                         .ok_or_else(|| {
                             ApiError::invalid(
                                 "finalCost",
-                                "finalCost must be a non-negative amount",
+                                format!("finalCost must be an amount of {currency} from 0 to {MAX_AMOUNT}"),
                             )
                         })?,
                 )
@@ -329,11 +331,11 @@ async fn credit(
         .raw("amount")
         .ok_or_else(|| ApiError::invalid("amount", "amount is required"))?;
     let amount = parse_amount_minor(amount_value, &currency)
-        .filter(|m| *m > 0)
+        .filter(|m| *m > 0 && *m <= max_amount_minor(&currency))
         .ok_or_else(|| {
             ApiError::invalid(
                 "amount",
-                format!("amount must be a positive amount of {currency}"),
+                format!("amount must be a positive amount of {currency} up to {MAX_AMOUNT}"),
             )
         })?;
     let wallet = body

@@ -32,14 +32,16 @@ pub fn duration_minutes(elapsed_ms: i64) -> i64 {
     elapsed_ms / 60_000
 }
 
-/// Average power in kW = energy / exact elapsed time; 0 while no time has
-/// passed (never a division by zero).
+/// Average power in kW, the contract's formula on whole minutes: energy
+/// (kWh) / duration (whole minutes) × 60, and 0 during the first minute.
+/// Dividing by the exact elapsed time instead would show a session reported
+/// a few milliseconds after it started at hundreds of thousands of kW.
 pub fn average_power_kw(energy_wh: f64, elapsed_ms: i64) -> f64 {
-    if elapsed_ms <= 0 || !energy_wh.is_finite() || energy_wh <= 0.0 {
+    let minutes = duration_minutes(elapsed_ms);
+    if minutes <= 0 || !energy_wh.is_finite() || energy_wh <= 0.0 {
         return 0.0;
     }
-    let kw = energy_wh / 1000.0 / (elapsed_ms as f64 / 3_600_000.0);
-    round_to(kw, 2)
+    round_to(energy_wh / 1000.0 / minutes as f64 * 60.0, 2)
 }
 
 /// Energy in Wh estimated from a battery rise (percent points) of a battery
@@ -110,6 +112,19 @@ mod tests {
         assert_eq!(duration_minutes(59_999), 0);
         // A server clock behind the start never gives negative time.
         assert_eq!(elapsed_ms(&s, start - chrono::Duration::minutes(5)), 0);
+    }
+
+    #[test]
+    fn average_power_counts_whole_minutes_only() {
+        // 21 kWh over 75.5 minutes: the seed's 16.8 kW, not 16.69.
+        assert_eq!(average_power_kw(21_000.0, 75 * 60_000 + 30_000), 16.8);
+        // 7.35 kWh reported 35 ms, then 59.999 s, after the start: still the first minute.
+        assert_eq!(average_power_kw(7_350.0, 35), 0.0);
+        assert_eq!(average_power_kw(7_350.0, 59_999), 0.0);
+        // From the first whole minute on: energy / minutes × 60.
+        assert_eq!(average_power_kw(7_350.0, 60_000), 441.0);
+        assert_eq!(average_power_kw(4_200.0, 15 * 60_000 + 59_999), 16.8);
+        assert_eq!(average_power_kw(f64::INFINITY, 60_000), 0.0);
     }
 
     #[test]

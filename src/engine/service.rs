@@ -81,6 +81,11 @@ pub fn ocpp_connector_number(connector_id: &str) -> Option<i64> {
     digits.parse::<i64>().ok().filter(|n| *n > 0)
 }
 
+/// The most energy one session may report, in kWh: above any vehicle's
+/// battery, far below what would overflow a cost. A client's 1e308 is a
+/// mistake or an attack, not a charge.
+pub const MAX_SESSION_ENERGY_KWH: f64 = 1000.0;
+
 fn check_percent(field: &'static str, value: f64) -> Result<f64, EngineError> {
     if value.is_finite() && (0.0..=100.0).contains(&value) {
         Ok(value)
@@ -307,10 +312,10 @@ impl Engine {
     ) -> Result<SessionRecord, EngineError> {
         let battery = check_percent("batteryLevel", battery_level)?;
         if let Some(kwh) = energy_kwh {
-            if !kwh.is_finite() || kwh < 0.0 {
+            if !kwh.is_finite() || !(0.0..=MAX_SESSION_ENERGY_KWH).contains(&kwh) {
                 return Err(EngineError::invalid(
                     "energyDelivered",
-                    "energyDelivered must be a non-negative number of kWh",
+                    format!("energyDelivered must be between 0 and {MAX_SESSION_ENERGY_KWH} kWh"),
                 ));
             }
         }

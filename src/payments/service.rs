@@ -22,6 +22,17 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The largest amount a client may name (a wallet credit, an expected or a
+/// final cost), in units of the currency: the cost of the largest session the
+/// API accepts (1,000 kWh at the highest price, 1,000,000 per kWh), and far
+/// from overflowing a sum of minor units.
+pub const MAX_AMOUNT: i64 = 1_000_000_000;
+
+/// [`MAX_AMOUNT`] in minor units of `currency`.
+pub fn max_amount_minor(currency: &str) -> i64 {
+    MAX_AMOUNT * 10i64.pow(minor_digits(currency))
+}
+
 pub const SUFFICIENT: &str = "SUFFICIENT";
 pub const INSUFFICIENT: &str = "INSUFFICIENT";
 pub const ERROR: &str = "ERROR";
@@ -207,13 +218,13 @@ impl Payments {
         let (currency, _) = self.tariff_of(&request.charger_id).await?;
         let requested =
             crate::engine::money::parse_amount_minor(&request.expected_max_cost, &currency)
-                .filter(|m| *m > 0)
+                .filter(|m| *m > 0 && *m <= max_amount_minor(&currency))
                 .ok_or_else(|| EngineError::Invalid {
                     field: "expectedMaxCost",
                     message: format!(
-                "expectedMaxCost must be a positive amount of {currency} with at most {} decimals",
-                minor_digits(&currency)
-            ),
+                        "expectedMaxCost must be a positive amount of {currency} up to {MAX_AMOUNT}, with at most {} decimals",
+                        minor_digits(&currency)
+                    ),
                 })?;
         let check = self
             .check_balance(

@@ -1,0 +1,349 @@
+//! What clients send, checked at the door: every number of the driver,
+//! operator and payment APIs is finite and physically plausible (else a 400
+//! naming the field, and nothing stored), and derived figures stay sane
+//! (no average power from a few milliseconds of charging).
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+const DEMO: &str = "evliter-lagos-victoria-island";
+
+on_both_backends!(
+    absurd_driver_numbers_are_a_400_and_store_nothing,
+    absurd_operator_and_payment_numbers_are_a_400_and_store_nothing,
+    average_power_is_zero_in_the_first_minute,
+);
+
+/// Asserts a 400 naming `field`.
+fn assert_rejected(status: u16, reply: &Value, field: &str) {
+    assert_eq!(
+        (status, reply["details"]["field"].as_str()),
+        (400, Some(field)),
+        "{reply}"
+    );
+    assert_eq!(reply["success"], false, "{reply}");
+}
+
+async fn active_session(server: &TestServer, token: &str) -> Value {
+    let (status, body) = server
+        .api("GET", "/api/charging/sessions/active", Some(token), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["session"].clone()
+}
+
+async fn absurd_driver_numbers_are_a_400_and_store_nothing(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (_, token) = server.register("ada@example.com").await;
+    let t = Some(token.as_str());
+
+    for (body, field) in [
+        (
+            json!({"stationId": DEMO, "connectorId": "connector-1", "batteryLevelStart": 1e308}),
+            "batteryLevelStart",
+        ),
+        (
+            json!({"stationId": DEMO, "connectorId": 1e308, "batteryLevelStart": 40}),
+            "connectorId",
+        ),
+        (
+            json!({"stationId": DEMO, "connectorId": 100000, "batteryLevelStart": 40}),
+            "connectorId",
+        ),
+    ] {
+        let (status, reply) = server
+            .api("POST", "/api/charging/sessions/start", t, Some(body))
+            .await;
+        assert_rejected(status, &reply, field);
+    }
+    assert_eq!(active_session(&server, &token).await, Value::Null);
+
+    let (status, body) = server
+        .api(
+            "POST",
+            "/api/charging/sessions/start",
+            t,
+            Some(json!({"stationId": DEMO, "connectorId": "connector-1", "batteryLevelStart": 45})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["data"]["id"].as_str().unwrap().to_owned();
+    let (status, body) = server
+        .api(
+            "PUT",
+            "/api/charging/sessions/active/update",
+            t,
+            Some(json!({"batteryLevel": 52, "energyDelivered": 4.2})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // energyDelivered is 0..=1000 kWh: 1e308 once became an infinite energy
+    // that cost nothing.
+    for (body, field) in [
+        (
+            json!({"batteryLevel": 60, "energyDelivered": 1e308}),
+            "energyDelivered",
+        ),
+        (
+            json!({"batteryLevel": 60, "energyDelivered": 1000.001}),
+            "energyDelivered",
+        ),
+        (
+            json!({"batteryLevel": 1e308, "energyDelivered": 5}),
+            "batteryLevel",
+        ),
+        (
+            json!({"batteryLevel": -1e308, "energyDelivered": 5}),
+            "batteryLevel",
+        ),
+    ] {
+        let (status, reply) = server
+            .api("PUT", "/api/charging/sessions/active/update", t, Some(body))
+            .await;
+        assert_rejected(status, &reply, field);
+    }
+    // A number too large for a double is refused too, whichever way the
+    // JSON reader meets it.
+    let (status, reply) = server
+        .api_raw(
+            "PUT",
+            "/api/charging/sessions/active/update",
+            t,
+            r#"{"batteryLevel": 60, "energyDelivered": 1e400}"#,
+        )
+        .await;
+    assert_eq!(status, 400, "{reply}");
+    for (body, field) in [
+        (
+            json!({"sessionId": id, "batteryLevelEnd": 1e308}),
+            "batteryLevelEnd",
+        ),
+        (
+            json!({"sessionId": id, "batteryLevelEnd": 80, "stationRating": 1e308}),
+            "stationRating",
+        ),
+        (
+            json!({"sessionId": id, "batteryLevelEnd": 80, "stationRating": 4.5}),
+            "stationRating",
+        ),
+        (
+            json!({"sessionId": id, "batteryLevelEnd": 80, "stationRating": 0}),
+            "stationRating",
+        ),
+    ] {
+        let (status, reply) = server
+            .api("POST", "/api/charging/sessions/end", t, Some(body))
+            .await;
+        assert_rejected(status, &reply, field);
+    }
+    // The session is as the last good update left it.
+    let session = active_session(&server, &token).await;
+    assert_eq!(
+        (
+            session["status"].as_str(),
+            session["energyDelivered"].clone(),
+            session["totalCost"].clone(),
+            session["batteryLevel"].clone()
+        ),
+        (Some("active"), json!(4.2), json!(693), json!(52))
+    );
+
+    // limit and offset: whole numbers in range, else a 400 naming them.
+    for (query, field) in [
+        ("limit=1e308", "limit"),
+        ("limit=abc", "limit"),
+        ("limit=0", "limit"),
+        ("offset=-1", "offset"),
+        ("offset=1e3", "offset"),
+        ("offset=99999999999999999999999", "offset"),
+    ] {
+        let (status, reply) = server
+            .api("GET", &format!("/api/charging/sessions?{query}"), t, None)
+            .await;
+        assert_rejected(status, &reply, field);
+    }
+    server.stop().await;
+}
+
+async fn absurd_operator_and_payment_numbers_are_a_400_and_store_nothing(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.token("ops", "admin");
+    let a = Some(admin.as_str());
+
+    // pricePerKWh: 0..=1,000,000 per kWh, at most 6 decimals.
+    for price in [json!(1e308), json!(1_000_000.5), json!(-1), json!("1e3")] {
+        let (status, reply) = server
+            .api(
+                "PUT",
+                "/api/admin/stations/ST-BOUNDS",
+                a,
+                Some(json!({"name": "Bounds", "pricePerKWh": price, "currency": "NGN"})),
+            )
+            .await;
+        assert_rejected(status, &reply, "pricePerKWh");
+    }
+    let (status, _) = server
+        .api("GET", "/api/admin/stations/ST-BOUNDS", a, None)
+        .await;
+    assert_eq!(status, 404, "nothing was stored");
+
+    // batteryCapacity: 0.1..=1000 kWh.
+    for capacity in [
+        json!(1e308),
+        json!(0),
+        json!(0.0001),
+        json!(-5),
+        json!(1000.5),
+    ] {
+        let (status, reply) = server
+            .api(
+                "PUT",
+                "/api/admin/users/u-bounds",
+                a,
+                Some(json!({"name": "Bounds", "role": "driver", "batteryCapacity": capacity})),
+            )
+            .await;
+        assert_rejected(status, &reply, "batteryCapacity");
+    }
+    let (_, users) = server.api("GET", "/api/admin/users", a, None).await;
+    assert!(
+        !users["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["id"] == "u-bounds"),
+        "{users}"
+    );
+
+    // Wallet credits: more than nothing, at most 1,000,000,000 of the currency.
+    let (user, token) = server.register("payer@example.com").await;
+    for amount in [
+        json!(1e308),
+        json!(1e10),
+        json!(10_000_000_000i64),
+        json!(0),
+    ] {
+        let (status, reply) = server
+            .api(
+                "POST",
+                &format!("/api/admin/users/{user}/wallet/credit"),
+                a,
+                Some(json!({"amount": amount, "currency": "NGN"})),
+            )
+            .await;
+        assert_rejected(status, &reply, "amount");
+    }
+    let (_, wallet) = server
+        .api(
+            "GET",
+            &format!("/api/v1/user/{user}/wallet"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(wallet["data"], json!([]), "no credit was posted");
+
+    // expectedMaxCost: refused before any balance is checked.
+    let (status, reply) = server
+        .api(
+            "POST",
+            &format!("/api/admin/users/{user}/wallet/credit"),
+            a,
+            Some(json!({"amount": 5000, "currency": "NGN"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    for max in [json!(1e308), json!(2_000_000_000)] {
+        let (status, reply) = server
+            .api(
+                "POST",
+                "/api/v1/session/start",
+                Some(&token),
+                Some(
+                    json!({"userId": user, "chargerId": DEMO, "walletAddress": "default",
+                            "chain": "ledger", "expectedMaxCost": max}),
+                ),
+            )
+            .await;
+        assert_rejected(status, &reply, "expectedMaxCost");
+    }
+    let (_, checks) = server
+        .api(
+            "GET",
+            &format!("/api/v1/user/{user}/balance-checks"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(checks["data"], json!([]), "no balance check was recorded");
+
+    // finalCost (honoured from an admin): non-negative and within the same bound.
+    let (status, body) = server
+        .api(
+            "POST",
+            "/api/v1/session/start",
+            Some(&token),
+            Some(
+                json!({"userId": user, "chargerId": DEMO, "walletAddress": "default",
+                        "chain": "ledger", "expectedMaxCost": 1000}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let session_id = body["data"]["sessionId"].as_str().unwrap().to_owned();
+    for cost in [json!(1e308), json!(2_000_000_000), json!(-1)] {
+        let (status, reply) = server
+            .api(
+                "POST",
+                "/api/v1/session/stop",
+                a,
+                Some(json!({"userId": user, "sessionId": session_id, "finalCost": cost})),
+            )
+            .await;
+        assert_rejected(status, &reply, "finalCost");
+    }
+    let session = active_session(&server, &token).await;
+    assert_eq!(session["status"], "active", "the session was not stopped");
+    server.stop().await;
+}
+
+/// The contract's formula on whole minutes: energy / duration × 60, 0 in the
+/// first minute. A session reported 35 ms after it started once showed
+/// hundreds of thousands of kW.
+async fn average_power_is_zero_in_the_first_minute(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (_, token) = server.register("ada@example.com").await;
+    let t = Some(token.as_str());
+    let (status, body) = server
+        .api(
+            "POST",
+            "/api/charging/sessions/start",
+            t,
+            Some(json!({"stationId": DEMO, "connectorId": "connector-1", "batteryLevelStart": 45})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = server
+        .api(
+            "PUT",
+            "/api/charging/sessions/active/update",
+            t,
+            Some(json!({"batteryLevel": 52, "energyDelivered": 7.35})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (
+            body["data"]["duration"].clone(),
+            body["data"]["averagePower"].clone()
+        ),
+        (json!(0), json!(0)),
+        "{body}"
+    );
+    let session = active_session(&server, &token).await;
+    assert_eq!(session["averagePower"], json!(0), "{session}");
+    server.stop().await;
+}
