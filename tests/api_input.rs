@@ -14,6 +14,7 @@ on_both_backends!(
     absurd_driver_numbers_are_a_400_and_store_nothing,
     absurd_operator_and_payment_numbers_are_a_400_and_store_nothing,
     average_power_is_zero_in_the_first_minute,
+    a_body_that_is_not_json_is_415_and_changes_nothing,
 );
 
 /// Asserts a 400 naming `field`.
@@ -345,5 +346,120 @@ async fn average_power_is_zero_in_the_first_minute(backend: Backend) {
     );
     let session = active_session(&server, &token).await;
     assert_eq!(session["averagePower"], json!(0), "{session}");
+    server.stop().await;
+}
+
+/// JSON endpoints read JSON only: a body sent as text/plain (or with no
+/// Content-Type) is refused with 415 and applied nowhere, even when the text
+/// happens to be JSON. `application/json` with parameters and
+/// `application/*+json` are JSON.
+async fn a_body_that_is_not_json_is_415_and_changes_nothing(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (user, token) = server.register("ada@example.com").await;
+    let t = Some(token.as_str());
+    let admin = server.token("ops", "admin");
+    let start = r#"{"stationId": "evliter-lagos-victoria-island", "connectorId": "connector-1", "batteryLevelStart": 45}"#;
+    let update = r#"{"batteryLevel": 60, "energyDelivered": 9}"#;
+
+    for content_type in [
+        Some("text/plain"),
+        Some("text/plain; charset=utf-8"),
+        Some("application/x-www-form-urlencoded"),
+        Some("application/jsonx"),
+        Some("multipart/form-data; boundary=x"),
+        None,
+    ] {
+        let (status, reply) = server
+            .api_typed(
+                "POST",
+                "/api/charging/sessions/start",
+                t,
+                content_type,
+                start,
+            )
+            .await;
+        assert_eq!(
+            (status, reply["code"].as_str(), reply["success"].as_bool()),
+            (415, Some("UNSUPPORTED_MEDIA_TYPE"), Some(false)),
+            "{content_type:?}: {reply}"
+        );
+    }
+    assert_eq!(active_session(&server, &token).await, Value::Null);
+
+    // With parameters, in any case, or a +json type: JSON.
+    let (status, reply) = server
+        .api_typed(
+            "POST",
+            "/api/charging/sessions/start",
+            t,
+            Some("Application/JSON; charset=utf-8"),
+            start,
+        )
+        .await;
+    assert_eq!(status, 201, "{reply}");
+    let (status, reply) = server
+        .api_typed(
+            "PUT",
+            "/api/charging/sessions/active/update",
+            t,
+            Some("application/merge-patch+json"),
+            r#"{"batteryLevel": 52, "energyDelivered": 4.2}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+
+    // A text/plain update is not applied.
+    let (status, reply) = server
+        .api_typed(
+            "PUT",
+            "/api/charging/sessions/active/update",
+            t,
+            Some("text/plain"),
+            update,
+        )
+        .await;
+    assert_eq!(
+        (status, reply["code"].as_str()),
+        (415, Some("UNSUPPORTED_MEDIA_TYPE")),
+        "{reply}"
+    );
+    let session = active_session(&server, &token).await;
+    assert_eq!(
+        (
+            session["energyDelivered"].clone(),
+            session["batteryLevel"].clone()
+        ),
+        (json!(4.2), json!(52))
+    );
+
+    // The operator and payment APIs alike.
+    let (status, _) = server
+        .api_typed(
+            "PUT",
+            "/api/admin/stations/ST-TEXT",
+            Some(&admin),
+            Some("text/plain"),
+            r#"{"name": "Text", "pricePerKWh": 1, "currency": "NGN"}"#,
+        )
+        .await;
+    assert_eq!(status, 415);
+    let (status, _) = server
+        .api("GET", "/api/admin/stations/ST-TEXT", Some(&admin), None)
+        .await;
+    assert_eq!(status, 404, "nothing was stored");
+    let (status, _) = server
+        .api_typed(
+            "POST",
+            &format!("/api/admin/users/{user}/wallet/credit"),
+            Some(&admin),
+            Some("text/plain"),
+            r#"{"amount": 5000, "currency": "NGN"}"#,
+        )
+        .await;
+    assert_eq!(status, 415);
+    let (_, wallet) = server
+        .api("GET", &format!("/api/v1/user/{user}/wallet"), t, None)
+        .await;
+    assert_eq!(wallet["data"], json!([]), "no credit was posted");
     server.stop().await;
 }

@@ -98,13 +98,43 @@ impl FromRequestParts<AppState> for AdminUser {
 /// charger's connectors from 1, and no charger has a thousand.
 pub const MAX_CONNECTOR: i64 = 1000;
 
-/// A JSON object body. A body that is not JSON, or not an object, is a 400.
+/// True for `application/json` and `application/*+json` (any case, any
+/// parameters such as `charset`).
+pub fn is_json_media_type(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.strip_prefix("application/") {
+        Some("json") => true,
+        Some(subtype) => subtype.len() > "+json".len() && subtype.ends_with("+json"),
+        None => false,
+    }
+}
+
+/// A JSON object body. A body whose Content-Type is not JSON is a 415 (a
+/// form or text that happens to parse must not be applied as if the client
+/// meant JSON); one that is not JSON, or not an object, is a 400.
 pub struct Body(pub Fields);
 
 impl<S: Send + Sync> FromRequest<S> for Body {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap_or(""));
+        if !content_type.is_some_and(is_json_media_type) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "Request body must be JSON, sent with Content-Type: application/json",
+            )
+            .with_details(serde_json::json!({ "contentType": content_type })));
+        }
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|e| {
@@ -294,6 +324,36 @@ impl Query {
                 }
                 Ok(n.min(clamp_to))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_json_media_type;
+
+    #[test]
+    fn json_media_types_are_recognised() {
+        for yes in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON;charset=UTF-8",
+            "application/merge-patch+json",
+            "application/vnd.api+json ; q=1",
+        ] {
+            assert!(is_json_media_type(yes), "{yes}");
+        }
+        for no in [
+            "",
+            "text/plain",
+            "text/json",
+            "application/jsonx",
+            "application/+json",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "json",
+        ] {
+            assert!(!is_json_media_type(no), "{no}");
         }
     }
 }
