@@ -22,6 +22,7 @@ on_both_backends!(
     a_late_stop_transaction_still_gets_its_link,
     recreating_a_link_expires_the_old_one,
     a_charger_that_refuses_cancels_and_releases_the_hold,
+    an_unknown_or_offline_charger_is_refused_before_any_balance_check,
     stripe_checkout_links_and_webhooks,
     the_evm_provider_reads_a_real_node,
 );
@@ -630,7 +631,7 @@ async fn a_charger_that_refuses_cancels_and_releases_the_hold(backend: Backend) 
         balance(&wallet(&server, &token, &user).await, "available"),
         json!(10_000)
     );
-    // Offline: 409 as well, and the check is still recorded.
+    // Offline: 409 as well, before any balance is checked.
     charger.close().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (status, body) = server
@@ -654,10 +655,90 @@ async fn a_charger_that_refuses_cancels_and_releases_the_hold(backend: Backend) 
             None,
         )
         .await;
-    assert_eq!(checks["data"].as_array().unwrap().len(), 2);
+    assert_eq!(checks["data"].as_array().unwrap().len(), 1);
     assert_eq!(
         balance(&wallet(&server, &token, &user).await, "held"),
         json!(0)
+    );
+    server.stop().await;
+}
+
+/// An unknown charger is 404 and one that is not connected 409, both before
+/// any balance is checked: a 402 "insufficient balance" (the unknown id's
+/// default currency differing from the wallet's) told the driver something
+/// false, and a check recorded for a start that could never happen is noise.
+async fn an_unknown_or_offline_charger_is_refused_before_any_balance_check(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.token("ops", "admin");
+    let (user, token) = server.register("payer@example.com").await;
+    // A wallet in euros: the unknown id's default tariff is in naira.
+    let (status, body) = server
+        .api(
+            "POST",
+            &format!("/api/admin/users/{user}/wallet/credit"),
+            Some(&admin),
+            Some(json!({"amount": 50, "currency": "EUR", "walletAddress": "0xWallet"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut body = start_body(&user, "0xWallet", "ledger-chain", 5);
+    body["chargerId"] = json!("CP-NOWHERE");
+    let (status, reply) = server
+        .api("POST", "/api/v1/session/start", Some(&token), Some(body))
+        .await;
+    assert_eq!(
+        (status, reply["code"].as_str()),
+        (404, Some("CHARGER_NOT_FOUND")),
+        "{reply}"
+    );
+
+    // Known but never connected, and connected once but gone now: 409.
+    server
+        .state
+        .store
+        .provision_charger(
+            "CP-NEVER",
+            Some(csms::store::RegistrationStatus::Accepted),
+            None,
+        )
+        .await
+        .unwrap();
+    let gone = server.booted_charger("CP-GONE").await;
+    gone.close().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for charger in ["CP-NEVER", "CP-GONE"] {
+        let mut body = start_body(&user, "0xWallet", "ledger-chain", 5);
+        body["chargerId"] = json!(charger);
+        let (status, reply) = server
+            .api("POST", "/api/v1/session/start", Some(&token), Some(body))
+            .await;
+        assert_eq!(
+            (status, reply["code"].as_str()),
+            (409, Some("CHARGER_OFFLINE")),
+            "{charger}: {reply}"
+        );
+    }
+
+    // No balance was checked, no session started, nothing held.
+    let (_, checks) = server
+        .api(
+            "GET",
+            &format!("/api/v1/user/{user}/balance-checks"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(checks["data"], json!([]), "{checks}");
+    assert_eq!(
+        server
+            .api("GET", "/api/charging/sessions/active", Some(&token), None)
+            .await
+            .1["session"],
+        Value::Null
+    );
+    assert_eq!(
+        balance(&wallet(&server, &token, &user).await, "available"),
+        json!(50)
     );
     server.stop().await;
 }

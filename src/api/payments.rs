@@ -75,6 +75,27 @@ fn payment_error(e: PaymentError) -> Response {
     error.into_response()
 }
 
+/// An unknown charger is 404 and an OCPP charger that is not connected 409,
+/// both before any balance is checked: a check (and a 402 when the unknown
+/// id's default currency differs from the wallet's) for a start that cannot
+/// happen would tell the driver something false. A known station that is not
+/// an OCPP charger (the app reports its energy) may start. The engine checks
+/// the connection again when it starts, for a charger that leaves meanwhile.
+async fn charger_can_start(state: &AppState, charger_id: &str) -> ApiResult<()> {
+    let charger = state.store.charger(charger_id).await?;
+    if charger.is_none() && state.store.station(charger_id).await?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "CHARGER_NOT_FOUND",
+            format!("Charger {charger_id} not found"),
+        ));
+    }
+    if charger.is_some() && !state.registry.is_connected(charger_id) {
+        return Err(crate::engine::EngineError::ChargerOffline(charger_id.to_owned()).into());
+    }
+    Ok(())
+}
+
 async fn start(State(state): State<AppState>, user: AuthUser, Body(body): Body) -> Response {
     let result = async {
         let user_id = body.string("userId")?;
@@ -101,6 +122,7 @@ async fn start(State(state): State<AppState>, user: AuthUser, Body(body): Body) 
         if !request.metadata.is_object() {
             return Err(ApiError::invalid("metadata", "metadata must be an object"));
         }
+        charger_can_start(&state, &request.charger_id).await?;
         Ok(request)
     }
     .await;

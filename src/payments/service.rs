@@ -210,7 +210,9 @@ impl Payments {
     }
 
     /// Balance check first; then the session, through the engine (which
-    /// tells the charger to start); then the hold on the wallet.
+    /// tells the charger to start); then the hold on the wallet. The API has
+    /// refused an unknown or offline charger before this, so no check is
+    /// recorded for a start that cannot happen.
     pub async fn start(
         &self,
         request: PaidStart,
