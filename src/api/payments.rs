@@ -30,6 +30,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/user/{user_id}/wallet", get(wallet))
         .route("/api/v1/payment-links/{id}", get(one_link))
         .route("/api/v1/payment-links/{id}/recreate", post(recreate))
+        .route("/api/v1/payment-links/{id}/pay", post(pay_link))
         .route("/api/v1/webhooks/stripe", post(stripe_webhook))
         .route("/api/admin/users/{id}/wallet/credit", post(credit))
         .route("/pay/{id}", get(pay_page).post(pay))
@@ -51,6 +52,9 @@ impl From<PaymentError> for ApiError {
                     "balanceCheck": balance_check_json(&check),
                 }))
             }
+            PaymentError::InsufficientFunds(_) => {
+                ApiError::new(StatusCode::PAYMENT_REQUIRED, "INSUFFICIENT_FUNDS", message)
+            }
             PaymentError::LinkNotFound => ApiError::not_found(message),
             PaymentError::Conflict(_) => {
                 ApiError::new(StatusCode::CONFLICT, "PAYMENT_CONFLICT", message)
@@ -63,11 +67,12 @@ impl From<PaymentError> for ApiError {
     }
 }
 
-/// A 402 carries `data: {balanceCheckId, balanceStatus}` beside the error,
-/// as the contract names it.
+/// A 402 of a balance check carries `data: {balanceCheckId, balanceStatus}`
+/// beside the error, as the contract names it.
 fn payment_error(e: PaymentError) -> Response {
     let error: ApiError = e.into();
-    if error.status == StatusCode::PAYMENT_REQUIRED {
+    if error.status == StatusCode::PAYMENT_REQUIRED && error.details.get("balanceCheckId").is_some()
+    {
         let data = json!({ "balanceCheckId": error.details["balanceCheckId"], "balanceStatus": error.details["balanceStatus"] });
         let body = json!({ "success": false, "error": error.message, "code": error.code, "details": error.details, "data": data });
         return (StatusCode::PAYMENT_REQUIRED, Json(body)).into_response();
@@ -314,6 +319,29 @@ async fn recreate(
     }
 }
 
+/// Pays a local link from the owner's prepaid wallet, as the pay page's
+/// button does: the link, paid; 402 `INSUFFICIENT_FUNDS` when the wallet
+/// cannot cover it (nothing taken, the link stays payable); 409 when the link
+/// is not payable (paid, expired, a Stripe link).
+async fn pay_link(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Response {
+    let owner = match state.store.payment_link(&id).await {
+        Ok(Some(link)) => link.user_id,
+        Ok(None) => return ApiError::not_found("Payment link not found").into_response(),
+        Err(e) => return ApiError::internal(e).into_response(),
+    };
+    if let Err(e) = user.may_act_for(&owner) {
+        return e.into_response();
+    }
+    match state.payments.pay_from_wallet(&id).await {
+        Ok(link) => ok(link_json(&link)).into_response(),
+        Err(e) => payment_error(e),
+    }
+}
+
 /// Stripe's webhook: the raw body is what the signature covers.
 async fn stripe_webhook(
     State(state): State<AppState>,
@@ -393,12 +421,22 @@ async fn pay_page(State(state): State<AppState>, Path(id): Path<String>) -> Resp
     render(&state, &id, None).await
 }
 
+/// The page's button. A payment not made answers the page with its notice
+/// and the API's status for the reason (402 the wallet cannot cover it, 409
+/// the link is not payable).
 async fn pay(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    let notice = match state.payments.pay_from_wallet(&id).await {
-        Ok(_) => "Payment received. Thank you!".to_owned(),
-        Err(e) => format!("Payment not made: {e}"),
+    let (status, notice) = match state.payments.pay_from_wallet(&id).await {
+        Ok(_) => (StatusCode::OK, "Payment received. Thank you!".to_owned()),
+        Err(e) => {
+            let error = ApiError::from(e);
+            (error.status, format!("Payment not made: {}", error.message))
+        }
     };
-    render(&state, &id, Some(notice)).await
+    let mut page = render(&state, &id, Some(notice)).await;
+    if page.status() == StatusCode::OK {
+        *page.status_mut() = status;
+    }
+    page
 }
 
 async fn render(state: &AppState, id: &str, notice: Option<String>) -> Response {

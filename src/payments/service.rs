@@ -43,6 +43,10 @@ pub enum PaymentError {
     Insufficient(Box<BalanceCheckRecord>),
     #[error("Balance check failed: {}", .0.error_message.clone().unwrap_or_default())]
     CheckFailed(Box<BalanceCheckRecord>),
+    /// The wallet cannot cover a payment (a settlement or a hold); nothing
+    /// was taken from it.
+    #[error("{0}")]
+    InsufficientFunds(String),
     #[error("Payment link not found")]
     LinkNotFound,
     #[error("{0}")]
@@ -55,6 +59,15 @@ pub enum PaymentError {
 
 impl From<anyhow::Error> for PaymentError {
     fn from(e: anyhow::Error) -> Self {
+        // The store refuses a movement that would overdraw a wallet.
+        if let Some(short) = e.downcast_ref::<ledger::Overdraft>() {
+            return PaymentError::InsufficientFunds(format!(
+                "The wallet holds {} {currency}, {} {currency} is needed",
+                major_json(short.balance_minor, &short.currency),
+                major_json(short.debit_minor, &short.currency),
+                currency = short.currency,
+            ));
+        }
         PaymentError::Engine(EngineError::Internal(e))
     }
 }
@@ -252,6 +265,37 @@ impl Payments {
                 battery_level_start: None,
             })
             .await?;
+        if check.provider == "ledger" && self.config.ledger_reserve {
+            let entries = ledger::hold(
+                &request.user_id,
+                &request.wallet_address,
+                &currency,
+                requested,
+            );
+            // The hold is taken before the payment is attached, so a session
+            // whose hold failed has no release owed. It fails when the wallet
+            // was spent between the check and now (a link paid meanwhile):
+            // the session cannot be covered, so it does not run.
+            if let Err(e) = self
+                .store
+                .ledger_post(
+                    "hold",
+                    &session.id,
+                    "expectedMaxCost held while the session runs",
+                    &entries,
+                )
+                .await
+            {
+                let owner = Caller {
+                    user_id: request.user_id.clone(),
+                    is_admin: false,
+                };
+                if let Err(cancel) = self.engine.cancel(&owner, &session.id).await {
+                    tracing::warn!(session = %session.id, "session without its hold not cancelled: {cancel}");
+                }
+                return Err(e.into());
+            }
+        }
         self.store
             .attach_payment(
                 &session.id,
@@ -263,22 +307,6 @@ impl Payments {
                 },
             )
             .await?;
-        if check.provider == "ledger" && self.config.ledger_reserve {
-            let entries = ledger::hold(
-                &request.user_id,
-                &request.wallet_address,
-                &currency,
-                requested,
-            );
-            self.store
-                .ledger_post(
-                    "hold",
-                    &session.id,
-                    "expectedMaxCost held while the session runs",
-                    &entries,
-                )
-                .await?;
-        }
         let session = self.store.session(&session.id).await?.unwrap_or(session);
         let check = self.store.balance_check(&check.id).await?.unwrap_or(check);
         Ok((session, check))
@@ -494,17 +522,10 @@ impl Payments {
             .wallet_address
             .clone()
             .unwrap_or_else(|| ledger::DEFAULT_WALLET.into());
-        let account = ledger::wallet_account(&link.user_id, &wallet);
-        let available = self.store.ledger_balance(&account, &link.currency).await?;
-        if available < link.amount_minor {
-            return Err(PaymentError::Conflict(format!(
-                "The wallet holds {} {}, the session costs {} {}",
-                major_json(available, &link.currency),
-                link.currency,
-                major_json(link.amount_minor, &link.currency),
-                link.currency
-            )));
-        }
+        // Whether the wallet covers the amount is decided inside the
+        // transaction that marks the link paid and posts the settlement: a
+        // wallet that cannot (another link paid at the same moment, say)
+        // fails it with nothing taken, and this link stays pending.
         let entries = ledger::settle(&link.user_id, &wallet, &link.currency, link.amount_minor);
         if !self
             .store

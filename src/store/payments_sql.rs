@@ -1,10 +1,19 @@
 //! The SQL of [`PaymentStore`], for both databases (same approach as
 //! `sql.rs`). Payments are few next to meter values, so they write through
 //! the pool in their own transactions rather than through group commit.
+//!
+//! Wallets never go below zero: every movement updates the running balance
+//! of the wallets it touches (`wallet_balances`) in its own transaction, one
+//! statement per wallet that changes the row and returns the result, and a
+//! debit that leaves a wallet negative fails the whole transaction with
+//! [`Overdraft`]. On PostgreSQL the statement locks the row, so a concurrent
+//! movement waits for this one's commit and then sees its result; on SQLite
+//! the transaction holds the write lock from its start (`BEGIN IMMEDIATE`).
 
 use super::model::*;
 use super::sql::{PostgresStore, SqliteStore};
 use super::PaymentStore;
+use crate::payments::ledger::{is_wallet_account, Overdraft};
 use anyhow::{ensure, Context, Result};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -24,7 +33,7 @@ fn check_balanced(entries: &[LedgerEntry]) -> Result<()> {
 }
 
 macro_rules! payment_store {
-    ($Store:ident, $DB:ty, $Conn:ty) => {
+    ($Store:ident, $DB:ty, $Conn:ty, $begin:literal) => {
         impl $Store {
             fn check_from_row(row: &<$DB as sqlx::Database>::Row) -> Result<BalanceCheckRecord> {
                 let metadata: String = row.try_get("metadata")?;
@@ -68,6 +77,9 @@ macro_rules! payment_store {
 
             /// Posts one balanced movement inside `c`'s transaction; false
             /// when a movement of this kind and reference exists already.
+            /// Fails with [`Overdraft`] (and the caller's transaction must
+            /// then be dropped, which rolls it back) when it would take a
+            /// wallet below zero.
             async fn post(c: &mut $Conn, kind: &str, reference: &str, memo: &str, entries: &[LedgerEntry]) -> Result<bool> {
                 check_balanced(entries)?;
                 let id = uuid::Uuid::new_v4().to_string();
@@ -86,6 +98,35 @@ macro_rules! payment_store {
                 if inserted == 0 {
                     return Ok(false);
                 }
+                // Net change per wallet, in one order (the map's) for every
+                // movement, so two movements never lock rows in opposite orders.
+                let mut wallets: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+                for e in entries.iter().filter(|e| is_wallet_account(&e.account)) {
+                    *wallets.entry((e.account.as_str(), e.currency.as_str())).or_default() += e.amount_minor;
+                }
+                for ((account, currency), change) in wallets {
+                    let balance: i64 = sqlx::query_scalar(
+                        "INSERT INTO wallet_balances (account, currency, balance_minor) VALUES ($1, $2, $3) \
+                         ON CONFLICT (account, currency) DO UPDATE SET balance_minor = wallet_balances.balance_minor + excluded.balance_minor \
+                         RETURNING balance_minor",
+                    )
+                    .bind(account)
+                    .bind(currency)
+                    .bind(change)
+                    .fetch_one(&mut *c)
+                    .await?;
+                    // Only a debit is refused: a credit still lands on a
+                    // wallet that went negative before this rule existed.
+                    if change < 0 && balance < 0 {
+                        return Err(Overdraft {
+                            account: account.to_owned(),
+                            currency: currency.to_owned(),
+                            balance_minor: balance - change,
+                            debit_minor: -change,
+                        }
+                        .into());
+                    }
+                }
                 for e in entries {
                     sqlx::query("INSERT INTO ledger_entries (transaction_id, account, currency, amount_minor) VALUES ($1, $2, $3, $4)")
                         .bind(&id)
@@ -102,7 +143,7 @@ macro_rules! payment_store {
         #[async_trait]
         impl PaymentStore for $Store {
             async fn ledger_post(&self, kind: &str, reference: &str, memo: &str, entries: &[LedgerEntry]) -> Result<bool> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let posted = Self::post(&mut tx, kind, reference, memo, entries).await?;
                 tx.commit().await?;
                 Ok(posted)
@@ -167,7 +208,7 @@ macro_rules! payment_store {
             }
 
             async fn attach_payment(&self, session_id: &str, payment: &SessionPayment) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 sqlx::query("UPDATE sessions SET wallet_address = $1, chain = $2, balance_check_id = $3, payment_due = $4 WHERE id = $5")
                     .bind(&payment.wallet_address)
                     .bind(&payment.chain)
@@ -204,7 +245,7 @@ macro_rules! payment_store {
                 cost_override: Option<i64>,
                 link: Option<&PaymentLinkRecord>,
             ) -> Result<bool> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 // Whoever clears the flag does the work: a second caller (the
                 // sweeper racing the stop endpoint) finds nothing to do.
                 let claimed = sqlx::query("UPDATE sessions SET payment_due = $1 WHERE id = $2 AND payment_due = $3")
@@ -236,7 +277,7 @@ macro_rules! payment_store {
             }
 
             async fn create_payment_link(&self, link: &PaymentLinkRecord, expire_first: Option<&str>) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 if let Some(old) = expire_first {
                     sqlx::query("UPDATE payment_links SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4")
                         .bind(LINK_EXPIRED)
@@ -290,7 +331,7 @@ macro_rules! payment_store {
             }
 
             async fn pay_link_from_ledger(&self, link_id: &str, reference: &str, entries: &[LedgerEntry], at: DateTime<Utc>) -> Result<bool> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let changed = sqlx::query("UPDATE payment_links SET status = $1, paid_at = $2, updated_at = $2 WHERE id = $3 AND status = $4")
                     .bind(LINK_PAID)
                     .bind(at)
@@ -351,5 +392,13 @@ macro_rules! payment_store {
     };
 }
 
-payment_store!(SqliteStore, sqlx::Sqlite, sqlx::SqliteConnection);
-payment_store!(PostgresStore, sqlx::Postgres, sqlx::PgConnection);
+// SQLite: IMMEDIATE takes the write lock when the transaction begins, so a
+// wallet's balance is read and changed under it, and a transaction never fails
+// on a snapshot older than another connection's commit.
+payment_store!(
+    SqliteStore,
+    sqlx::Sqlite,
+    sqlx::SqliteConnection,
+    "BEGIN IMMEDIATE"
+);
+payment_store!(PostgresStore, sqlx::Postgres, sqlx::PgConnection, "BEGIN");
