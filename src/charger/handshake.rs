@@ -4,7 +4,7 @@
 //! decided before the upgrade, so a refused charger never gets to send a
 //! single OCPP message.
 
-use super::auth::{parse_basic, verify_password};
+use super::auth::{address_key, parse_basic, verify_password, FailureLimiter};
 use super::connection;
 use super::registry::ConnectionInfo;
 use crate::config::UnknownChargers;
@@ -49,6 +49,29 @@ fn refuse(status: StatusCode, why: &str) -> Response {
     (status, why.to_owned()).into_response()
 }
 
+/// A failed handshake: counted against `keys`, and answered `refusal` (401,
+/// 404) while they are within the limit, or 429 with `Retry-After` after the
+/// tarpit once any is over it. Nothing else is ever refused by the limiter: a
+/// handshake only gets here after its password was checked and found wrong.
+async fn refuse_failed(
+    limiter: &FailureLimiter,
+    keys: &[&str],
+    refusal: impl FnOnce() -> Response,
+) -> Response {
+    let Some(retry_after) = limiter.record_failure(keys) else {
+        return refusal();
+    };
+    tracing::debug!(?keys, "failed handshake over the limit: 429");
+    limiter.tarpit().await;
+    let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, seconds.to_string())],
+        "too many failed handshakes; try again later",
+    )
+        .into_response()
+}
+
 pub async fn upgrade(
     State(state): State<AppState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
@@ -66,15 +89,12 @@ pub async fn upgrade(
             "OCPP-J needs a WebSocket upgrade",
         );
     };
+    // Failed handshakes count against the identity and the address, but the
+    // limiter is consulted only once a handshake has failed: the right
+    // password is never refused because someone else failed.
     let id_key = format!("id:{charger_id}");
-    let ip_key = format!("ip:{}", remote.ip());
+    let ip_key = address_key(remote.ip());
     let limiter = &state.handshake_failures;
-    if limiter.is_blocked(&id_key) || limiter.is_blocked(&ip_key) {
-        return refuse(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many failed handshakes; try again later",
-        );
-    }
 
     let record = match state.store.charger(&charger_id).await {
         Ok(record) => record,
@@ -88,9 +108,11 @@ pub async fn upgrade(
     };
     match &record {
         None if state.config.unknown_chargers == UnknownChargers::Reject => {
-            tracing::warn!(charger = %charger_id, %remote, "unknown charger refused");
-            limiter.record_failure(&ip_key);
-            return refuse(StatusCode::NOT_FOUND, "unknown charger");
+            return refuse_failed(limiter, &[&ip_key], || {
+                tracing::warn!(charger = %charger_id, %remote, "unknown charger refused");
+                refuse(StatusCode::NOT_FOUND, "unknown charger")
+            })
+            .await;
         }
         Some(charger) => {
             if let Some(hash) = &charger.password_hash {
@@ -100,20 +122,22 @@ pub async fn upgrade(
                     .and_then(parse_basic);
                 let ok = matches!(&presented, Some((user, password)) if *user == charger_id && verify_password(password, hash));
                 if !ok {
-                    tracing::warn!(charger = %charger_id, %remote, presented = presented.is_some(), "charger failed Basic auth");
-                    limiter.record_failure(&id_key);
-                    limiter.record_failure(&ip_key);
-                    return (
-                        StatusCode::UNAUTHORIZED,
-                        [(
-                            header::WWW_AUTHENTICATE,
-                            "Basic realm=\"OCPP\", charset=\"UTF-8\"",
-                        )],
-                        "charger authentication failed",
-                    )
-                        .into_response();
+                    // Logged while under the limit; past it, a flood would
+                    // only fill the log.
+                    return refuse_failed(limiter, &[&id_key, &ip_key], || {
+                        tracing::warn!(charger = %charger_id, %remote, presented = presented.is_some(), "charger failed Basic auth");
+                        (
+                            StatusCode::UNAUTHORIZED,
+                            [(
+                                header::WWW_AUTHENTICATE,
+                                "Basic realm=\"OCPP\", charset=\"UTF-8\"",
+                            )],
+                            "charger authentication failed",
+                        )
+                            .into_response()
+                    })
+                    .await;
                 }
-                limiter.record_success(&id_key);
             }
         }
         None => {}
