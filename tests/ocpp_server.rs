@@ -577,7 +577,8 @@ async fn basic_auth_is_required_when_the_charger_has_a_password(backend: Backend
         .unwrap()
         .is_empty());
 
-    // A flood of bad passwords is cut off before any password is checked.
+    // A flood of bad passwords is answered 429 (and slowed down); the
+    // right password still gets in (tests/handshake_limits.rs).
     let mut statuses = Vec::new();
     for _ in 0..12 {
         let e = try_connect(
