@@ -82,7 +82,7 @@ async fn postgres_going_down_answers_promptly_and_service_resumes() {
     .unwrap()
     .next()
     .unwrap();
-    let proxy = TcpProxy::start(target_addr).await;
+    let mut proxy = TcpProxy::start(target_addr).await;
     let mut db = TestDatabase::new(Backend::Postgres).await;
     // The server reaches its database through the relay.
     let mut through = reqwest::Url::parse(&db.url).unwrap();
@@ -100,7 +100,7 @@ async fn postgres_going_down_answers_promptly_and_service_resumes() {
         .call("MeterValues", meter_values(tx, 1, 100.0))
         .await;
 
-    proxy.cut();
+    proxy.cut().await;
     let during = meter_values(tx, 2, 200.0);
     let frame = answered_promptly(&mut charger, "MeterValues", during.clone()).await;
     assert_eq!(
@@ -115,9 +115,9 @@ async fn postgres_going_down_answers_promptly_and_service_resumes() {
     assert_eq!(frame[2], "InternalError", "{frame}");
     let (status, took) = health(&server).await;
     assert_eq!(status, 503);
-    assert!(took < Duration::from_millis(1500), "/health took {took:?}");
+    assert!(took < Duration::from_secs(1), "/health took {took:?}");
 
-    proxy.restore();
+    proxy.restore().await;
     until_healthy(&server).await;
     // The charger retries what was not acknowledged; each is stored once.
     retry_until_acknowledged(&mut charger, "MeterValues", during).await;
@@ -219,7 +219,7 @@ async fn a_full_disk_answers_internal_error_and_service_resumes() {
     // 200 if a small write still finds room in the log file SQLite reuses.
     let (status, took) = health(&server).await;
     assert!(status == 503 || status == 200, "{status}");
-    assert!(took < Duration::from_millis(1500));
+    assert!(took < Duration::from_secs(1), "/health took {took:?}");
 
     std::fs::remove_file(filler).unwrap();
     retry_until_acknowledged(&mut charger, "MeterValues", refused).await;
@@ -285,7 +285,7 @@ async fn a_database_file_that_cannot_be_written_answers_internal_error_and_servi
     assert_eq!(frame[2], "InternalError", "{frame}");
     let (status, took) = health(&server).await;
     assert_eq!(status, 503);
-    assert!(took < Duration::from_millis(1500));
+    assert!(took < Duration::from_secs(1), "/health took {took:?}");
     drop(read_only);
 
     retry_until_acknowledged(&mut charger, "MeterValues", during).await;

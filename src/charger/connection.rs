@@ -8,7 +8,7 @@
 //! the same charger replaces it.
 
 use super::handlers::ChargerContext;
-use super::registry::{Attachment, Outgoing};
+use super::registry::{Attachment, Command};
 use super::CommandError;
 use crate::ocpp::frame::{self, Frame, FrameError};
 use crate::ocpp::time::now_ms;
@@ -32,7 +32,9 @@ struct Pending {
 
 pub async fn serve(socket: WebSocket, state: AppState, attachment: Attachment) {
     let span = tracing::info_span!("charger", charger = %attachment.charger_id);
-    Connection::new(socket, state, attachment)
+    // Boxed so the reading of the charger record (a database query) does not
+    // size the task that then idles for hours.
+    Box::pin(Connection::new(socket, state, attachment))
         .await
         .run()
         .instrument(span)
@@ -102,7 +104,11 @@ impl Connection {
                         self.last_heard = Instant::now();
                         match message {
                             Message::Text(text) => {
-                                if self.on_text(text.as_str()).await.is_err() {
+                                // Boxed, as everything this loop awaits: the
+                                // task of an idle charger holds only what
+                                // waiting takes, not the deep futures of
+                                // handling a message (engine, store).
+                                if Box::pin(self.on_text(text.as_str())).await.is_err() {
                                     break Exit::Failed;
                                 }
                             }
@@ -118,7 +124,7 @@ impl Connection {
                     None => break Exit::Closed,
                 },
                 Some(outgoing) = self.attachment.commands.recv(), if self.pending.is_none() => {
-                    if self.send_call(outgoing).await.is_err() {
+                    if Box::pin(self.send_call(outgoing)).await.is_err() {
                         break Exit::Failed;
                     }
                 }
@@ -132,13 +138,13 @@ impl Connection {
                     if self.last_heard.elapsed() > ping_every * 2 {
                         break Exit::Unresponsive;
                     }
-                    if self.socket.send(Message::Ping(Default::default())).await.is_err() {
+                    if Box::pin(self.socket.send(Message::Ping(Default::default()))).await.is_err() {
                         break Exit::Failed;
                     }
                 }
             }
         };
-        self.finish(exit).await;
+        Box::pin(self.finish(exit)).await;
     }
 
     async fn finish(mut self, exit: Exit) {
@@ -341,7 +347,7 @@ impl Connection {
         let _ = pending.reply.send(result);
     }
 
-    async fn send_call(&mut self, outgoing: Outgoing) -> Result<(), axum::Error> {
+    async fn send_call(&mut self, outgoing: Command) -> Result<(), axum::Error> {
         if outgoing.reply.is_closed() {
             return Ok(()); // the caller gave up while the command was queued
         }

@@ -23,9 +23,14 @@ pub struct Outgoing {
 /// told the charger is busy.
 const COMMAND_QUEUE: usize = 32;
 
+/// Commands travel boxed: the channel allocates its slots up front, and a
+/// pointer per slot instead of a whole command keeps an idle charger's queue
+/// at a few hundred bytes (it matters at tens of thousands of chargers).
+pub type Command = Box<Outgoing>;
+
 struct Live {
     connection_id: u64,
-    commands: mpsc::Sender<Outgoing>,
+    commands: mpsc::Sender<Command>,
     /// Wakes the connection task when a newer connection replaces it.
     replaced: Arc<Notify>,
     info: ConnectionInfo,
@@ -66,7 +71,7 @@ pub struct Attachment {
     registry: Registry,
     pub charger_id: String,
     pub connection_id: u64,
-    pub commands: mpsc::Receiver<Outgoing>,
+    pub commands: mpsc::Receiver<Command>,
     pub replaced: Arc<Notify>,
     _turn: OwnedMutexGuard<()>,
 }
@@ -166,11 +171,11 @@ impl Registry {
             .map(|l| l.commands.clone())
             .ok_or(CommandError::Offline)?;
         let (reply, answer) = oneshot::channel();
-        let outgoing = Outgoing {
+        let outgoing = Box::new(Outgoing {
             action: action.to_owned(),
             payload,
             reply,
-        };
+        });
         sender.try_send(outgoing).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => CommandError::Busy,
             mpsc::error::TrySendError::Closed(_) => CommandError::Offline,
