@@ -1,6 +1,7 @@
 //! The operator API end to end (`/api/admin/...`): stations with tariff,
 //! password and live charger state, registration, users, idTags, commands
-//! sent to a real test charger, the message log and anomalies.
+//! sent to a real test charger, the message log, anomalies and the ingest
+//! counts.
 
 mod common;
 use common::*;
@@ -29,6 +30,7 @@ on_both_backends!(
     a_silent_charger_is_504_and_a_callerror_is_502,
     the_message_log_shows_the_frames,
     a_stop_for_an_unknown_transaction_shows_as_an_anomaly,
+    ingest_counts_stored_readings_once_and_every_logged_frame,
     admin_routes_refuse_drivers_with_403_and_strangers_with_401,
 );
 
@@ -1272,6 +1274,56 @@ async fn a_stop_for_an_unknown_transaction_shows_as_an_anomaly(backend: Backend)
     server.stop().await;
 }
 
+async fn ingest(server: &TestServer) -> Value {
+    let (status, body) = server
+        .api("GET", "/api/admin/ingest", Some(&admin(server)), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["success"], true, "{body}");
+    body["data"].clone()
+}
+
+fn three_phase_reading(timestamp: &str, wh: u64) -> Value {
+    json!({"timestamp": timestamp, "sampledValue": [
+        {"value": wh.to_string(), "measurand": "Energy.Active.Import.Register", "unit": "Wh", "context": "Sample.Periodic"},
+        {"value": "16.0", "measurand": "Current.Import", "phase": "L1", "unit": "A", "context": "Sample.Periodic"},
+        {"value": "16.1", "measurand": "Current.Import", "phase": "L2", "unit": "A", "context": "Sample.Periodic"},
+    ]})
+}
+
+async fn ingest_counts_stored_readings_once_and_every_logged_frame(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    assert_eq!(
+        ingest(&server).await,
+        json!({"meterValueMessages": 0, "sampledValues": 0, "loggedFrames": 0})
+    );
+    let mut charger = server.booted_charger("CP-INGEST").await;
+    let start = charger
+        .call(
+            "StartTransaction",
+            json!({"connectorId": 1, "idTag": "NOBODY-OWNS", "meterStart": 100,
+                                          "timestamp": "2024-03-01T10:00:00.000Z"}),
+        )
+        .await;
+    let tx = start["transactionId"].as_i64().expect("a transactionId");
+    let first = json!({"connectorId": 1, "transactionId": tx,
+                       "meterValue": [three_phase_reading("2024-03-01T10:01:00.000Z", 200)]});
+    charger.call("MeterValues", first.clone()).await;
+    charger
+        .call("MeterValues", json!({"connectorId": 1, "transactionId": tx,
+                                     "meterValue": [three_phase_reading("2024-03-01T10:02:00.000Z", 300)]}))
+        .await;
+    // A retransmission is answered again but stored once.
+    charger.call("MeterValues", first).await;
+
+    // Five CALLs and their five answers; the log is committed before counting.
+    assert_eq!(
+        ingest(&server).await,
+        json!({"meterValueMessages": 2, "sampledValues": 6, "loggedFrames": 10})
+    );
+    server.stop().await;
+}
+
 async fn admin_routes_refuse_drivers_with_403_and_strangers_with_401(backend: Backend) {
     let server = TestServer::start(backend).await;
     let (driver_id, driver) = server.register("curious@example.com").await;
@@ -1324,6 +1376,7 @@ async fn admin_routes_refuse_drivers_with_403_and_strangers_with_401(backend: Ba
         ("GET", "/api/admin/id-tags/DRIVER-TAG".into(), None),
         ("GET", "/api/admin/anomalies".into(), None),
         ("GET", "/api/admin/sessions".into(), None),
+        ("GET", "/api/admin/ingest".into(), None),
     ];
     for (method, path, body) in &routes {
         let (status, answer) = server.api(method, path, Some(&driver), body.clone()).await;

@@ -1,6 +1,7 @@
 //! The operator API (`/api/admin/...`, admin role): stations with their
 //! tariff and live state, users, idTags, commands to chargers, and what an
-//! operator inspects (message log, anomalies, sessions that look stuck).
+//! operator inspects (message log, anomalies, sessions that look stuck, how
+//! much is stored).
 
 use super::error::{ok, ApiError, ApiResult};
 use super::extract::{AdminUser, Body, Query};
@@ -39,6 +40,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/api/admin/anomalies", get(anomalies))
         .route("/api/admin/sessions", get(sessions))
+        .route("/api/admin/ingest", get(ingest))
 }
 
 /// The highest price per kWh an operator may set, in units of any currency:
@@ -452,4 +454,15 @@ async fn put_id_tag(
     state.store.upsert_id_tag(&record).await?;
     let stored = state.store.id_tag(&tag).await?.unwrap_or(record);
     Ok(ok(id_tag_json(&stored)))
+}
+
+/// How much is stored: distinct readings, sampled values, logged frames.
+/// Queued writes (the message log lags behind the answers) are committed
+/// first, so a frame counted missing here was dropped, not merely late.
+async fn ingest(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Value>> {
+    state.store.flush().await?;
+    let counts = state.store.ingest_counts().await?;
+    Ok(ok(
+        serde_json::to_value(counts).map_err(anyhow::Error::from)?
+    ))
 }

@@ -331,12 +331,12 @@ impl ChargerWrite {
     }
 }
 
-/// How many meterValue entries and sampled values are stored, and how many
-/// frames the message log holds.
+/// How many meterValue entries (one per MeterValues carrying one) and
+/// sampled values are stored, and how many frames the message log holds.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IngestCounts {
-    pub meter_value_entries: i64,
+    pub meter_value_messages: i64,
     pub sampled_values: i64,
     pub logged_frames: i64,
 }

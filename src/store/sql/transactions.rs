@@ -395,7 +395,7 @@ macro_rules! transactions_sql {
                     .await?;
                 let log = sqlx::query("SELECT count(*) FROM ocpp_messages").fetch_one(&self.pool).await?;
                 Ok(IngestCounts {
-                    meter_value_entries: readings.try_get(0)?,
+                    meter_value_messages: readings.try_get(0)?,
                     sampled_values: readings.try_get(1)?,
                     logged_frames: log.try_get(0)?,
                 })
