@@ -143,7 +143,8 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(h: &Histogram<u64>) -> Latency {
+    /// Summarises a histogram of microseconds.
+    pub fn of(h: &Histogram<u64>) -> Latency {
         let ms = |us: u64| us as f64 / 1000.0;
         Latency {
             count: h.len(),
@@ -226,8 +227,7 @@ struct Shared {
 pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
     anyhow::ensure!(cfg.connections > 0, "load needs at least one connection");
     let shared = Arc::new(Shared::default());
-    // Microseconds, from 1 µs to 10 minutes, three significant figures.
-    *shared.latency.lock().unwrap() = Some(Histogram::new_with_bounds(1, 600_000_000, 3)?);
+    *shared.latency.lock().unwrap() = Some(latency_histogram());
     let started = Instant::now();
     let end = started + cfg.ramp_up + cfg.run_for;
     let cfg = Arc::new(cfg);
@@ -268,24 +268,40 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
     })
 }
 
-enum Outcome {
+/// A histogram for latencies in microseconds, from 1 µs to 10 minutes, three
+/// significant figures.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// How a CALL ended: its CALLRESULT payload, a CALLERROR code, or no answer in time.
+pub enum Outcome {
     Answer(Value),
     Error(String),
     Timeout,
 }
 
 /// Sends one CALL and waits for its answer, answering any server CALL meanwhile.
-async fn call(
+pub(crate) async fn call(
     ws: &mut Ws,
     id: String,
     action: &str,
     payload: Value,
     timeout: Duration,
 ) -> anyhow::Result<Outcome> {
-    ws.send(Message::text(
-        Frame::call(id.clone(), action, payload).to_text(),
-    ))
-    .await?;
+    let text = Frame::call(id.clone(), action, payload).to_text();
+    call_text(ws, &id, text, timeout).await
+}
+
+/// [`call`] with the frame already serialised (message id `id`), for load
+/// generators that build their frames without a JSON tree.
+pub(crate) async fn call_text(
+    ws: &mut Ws,
+    id: &str,
+    text: String,
+    timeout: Duration,
+) -> anyhow::Result<Outcome> {
+    ws.send(Message::text(text)).await?;
     let deadline = Instant::now() + timeout;
     loop {
         let next = tokio::time::timeout_at(deadline, ws.next()).await;

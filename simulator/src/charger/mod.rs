@@ -480,13 +480,8 @@ impl Charger {
     }
 
     fn schedule_reconnect(&mut self) {
-        // Exponential backoff with jitter, so a fleet that lost its server does
-        // not come back as one thundering herd.
-        let base = self.cfg.reconnect_delay.max(Duration::from_millis(10));
-        self.reconnect_backoff =
-            (self.reconnect_backoff * 2).clamp(base, Duration::from_secs(30).max(base));
-        let jitter = self.rng.random_range(0.5..1.5);
-        self.reconnect_at = Instant::now() + self.reconnect_backoff.mul_f64(jitter);
+        self.reconnect_backoff = next_backoff(self.reconnect_backoff, self.cfg.reconnect_delay);
+        self.reconnect_at = Instant::now() + jittered(self.reconnect_backoff, &mut self.rng);
     }
 
     /// The connection is gone (server closed it, network error, or an injected fault).
@@ -1036,4 +1031,17 @@ async fn next_message(
         Some(ws) => ws.next().await,
         None => std::future::pending().await,
     }
+}
+
+/// The next reconnect backoff after a failed or lost connection: doubling
+/// from `base` up to 30 s, as real chargers back off.
+pub(crate) fn next_backoff(previous: Duration, base: Duration) -> Duration {
+    let base = base.max(Duration::from_millis(10));
+    (previous * 2).clamp(base, Duration::from_secs(30).max(base))
+}
+
+/// A backoff with ±50 % jitter, so a fleet that lost its server does not come
+/// back as one thundering herd.
+pub(crate) fn jittered(backoff: Duration, rng: &mut impl Rng) -> Duration {
+    backoff.mul_f64(rng.random_range(0.5..1.5))
 }
