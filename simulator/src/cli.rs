@@ -1,4 +1,4 @@
-//! The command line: `csms-sim run`, `csms-sim fleet` and `csms-sim load`.
+//! The command line: `csms-sim run`, `fleet`, `load`, `bench` and `trivial-server`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+use crate::bench::{self, BenchConfig, Phase, ServerKind};
 use crate::charger::connection::{parse_source_addrs, tls_config};
 use crate::charger::{spawn, ChargerConfig};
 use crate::clock::SimClock;
@@ -38,6 +39,11 @@ pub enum Cmd {
     Fleet(FleetArgs),
     /// A fixed message mix at a given rate; reports throughput and latency.
     Load(LoadArgs),
+    /// Measures the csms server and a trivial server side by side: throughput,
+    /// latency, the open-loop knee, memory per charger, shutdown, reconnect storm.
+    Bench(BenchArgs),
+    /// The benchmark's reference: answers every CALL with a fixed reply, stores nothing.
+    TrivialServer(TrivialServerArgs),
 }
 
 /// Where the central system is and how to reach it.
@@ -242,12 +248,168 @@ pub struct LoadArgs {
     pub json: bool,
 }
 
+/// Sizes left unset take the full-size defaults, or the quick ones with `--quick`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The csms binary (default: `csms` next to this executable, e.g. target/release/csms).
+    #[arg(long)]
+    pub server_bin: Option<std::path::PathBuf>,
+    /// Run the csms server on a fresh PostgreSQL database created (and dropped)
+    /// through this admin URL, instead of a fresh SQLite file.
+    #[arg(long)]
+    pub postgres: Option<String>,
+    /// Which servers to measure: csms, trivial.
+    #[arg(long, default_value = "csms,trivial")]
+    pub servers: String,
+    /// Which phases to run: closed, open, memory, restart (restart includes shutdown).
+    #[arg(long, default_value = "closed,open,memory,restart")]
+    pub phases: String,
+    /// A run of a few seconds per server (20 connections, 2 s, 200 chargers, two open-loop steps).
+    #[arg(long)]
+    pub quick: bool,
+    /// Closed-loop connections [200].
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Closed-loop duration [20s].
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Open-loop connections [400].
+    #[arg(long)]
+    pub open_connections: Option<usize>,
+    /// First open-loop rate, msg/s over all connections [500].
+    #[arg(long)]
+    pub open_start_rate: Option<f64>,
+    /// Highest open-loop rate tried [128000].
+    #[arg(long)]
+    pub open_max_rate: Option<f64>,
+    /// Bisection steps after the doubling [3].
+    #[arg(long)]
+    pub open_refine: Option<u32>,
+    /// Length of each open-loop step [5s].
+    #[arg(long, value_parser = parse_duration)]
+    pub open_step: Option<Duration>,
+    /// The open-loop latency limit: p99 below this many ms [50].
+    #[arg(long)]
+    pub p99_limit_ms: Option<f64>,
+    /// Idle chargers for memory, shutdown and restart [19000].
+    #[arg(long)]
+    pub chargers: Option<usize>,
+    /// Heartbeat interval the servers hand out [30s].
+    #[arg(long, value_parser = parse_duration)]
+    pub heartbeat_interval: Option<Duration>,
+    /// First reconnect backoff of the idle chargers (doubling to 30 s, ±50 % jitter) [1s].
+    #[arg(long, value_parser = parse_duration)]
+    pub reconnect_backoff: Option<Duration>,
+    /// Source addresses for outgoing connections, round-robin [127.0.0.1-127.0.0.8].
+    #[arg(long)]
+    pub source_addrs: Option<String>,
+    /// How long a CALL waits for its answer [10s].
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// How long the chargers may take to be back after the restart [120s].
+    #[arg(long, value_parser = parse_duration)]
+    pub restart_limit: Option<Duration>,
+    /// Keep the servers' logs in this directory.
+    #[arg(long)]
+    pub log_dir: Option<std::path::PathBuf>,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+}
+
+impl BenchArgs {
+    pub fn config(&self) -> anyhow::Result<BenchConfig> {
+        let sim_bin = std::env::current_exe().context("finding this executable")?;
+        let server_bin = match &self.server_bin {
+            Some(path) => path.clone(),
+            None => sim_bin.with_file_name(format!("csms{}", std::env::consts::EXE_SUFFIX)),
+        };
+        let mut c = if self.quick {
+            BenchConfig::quick(server_bin, sim_bin)
+        } else {
+            BenchConfig::full(server_bin, sim_bin)
+        };
+        c.postgres = self.postgres.clone();
+        c.servers = Vec::new();
+        for name in self
+            .servers
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            c.servers.push(match name {
+                "csms" => ServerKind::Csms,
+                "trivial" => ServerKind::Trivial,
+                other => anyhow::bail!("unknown server {other} (csms, trivial)"),
+            });
+        }
+        anyhow::ensure!(!c.servers.is_empty(), "no server selected");
+        c.phases = Phase::parse_list(&self.phases)?;
+        fn set<T: Copy>(field: &mut T, value: &Option<T>) {
+            if let Some(v) = value {
+                *field = *v;
+            }
+        }
+        set(&mut c.closed_connections, &self.connections);
+        set(&mut c.duration, &self.duration);
+        set(&mut c.open_connections, &self.open_connections);
+        set(&mut c.knee.start_rate, &self.open_start_rate);
+        set(&mut c.knee.max_rate, &self.open_max_rate);
+        set(&mut c.knee.refine, &self.open_refine);
+        set(&mut c.knee.step, &self.open_step);
+        set(&mut c.knee.p99_limit_ms, &self.p99_limit_ms);
+        set(&mut c.chargers, &self.chargers);
+        set(&mut c.heartbeat_interval, &self.heartbeat_interval);
+        set(&mut c.reconnect_backoff, &self.reconnect_backoff);
+        set(&mut c.timeout, &self.timeout);
+        set(&mut c.restart_limit, &self.restart_limit);
+        if let Some(spec) = &self.source_addrs {
+            c.source_addrs = parse_source_addrs(spec)?;
+        }
+        c.log_dir = self.log_dir.clone();
+        anyhow::ensure!(
+            c.closed_connections > 0 && c.open_connections > 0 && c.chargers > 0,
+            "connections and chargers must be at least 1"
+        );
+        anyhow::ensure!(
+            c.knee.start_rate > 0.0 && c.knee.max_rate >= c.knee.start_rate,
+            "open-loop rates: 0 < --open-start-rate <= --open-max-rate"
+        );
+        Ok(c)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TrivialServerArgs {
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub listen: std::net::SocketAddr,
+    /// Interval in BootNotification answers.
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Cmd::Run(args) => run_one(args).await,
         Cmd::Fleet(args) => run_fleet(args).await,
         Cmd::Load(args) => run_load(args).await,
+        Cmd::Bench(args) => run_bench(args).await,
+        Cmd::TrivialServer(args) => {
+            bench::trivial::serve(args.listen, args.heartbeat_interval).await
+        }
     }
+}
+
+async fn run_bench(a: BenchArgs) -> anyhow::Result<()> {
+    let cfg = a.config()?;
+    let report = bench::run(&cfg).await?;
+    println!("{}", report.to_table());
+    print!("{}", report.steps_table());
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 async fn run_one(a: RunArgs) -> anyhow::Result<()> {

@@ -9,6 +9,7 @@
 //! - [`scenario`]: built-in scenarios and the scenario file format;
 //! - [`fleet`]: many chargers with random sessions;
 //! - [`load`]: a message mix at a rate, with latency percentiles;
+//! - [`bench`]: the csms server and a trivial server measured side by side;
 //! - [`cli`]: the command line of the `csms-sim` binary.
 //!
 //! Running a fleet in-process and reading what it did:
@@ -31,6 +32,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bench;
 pub mod charger;
 pub mod cli;
 pub mod clock;
