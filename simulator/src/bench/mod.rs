@@ -354,6 +354,7 @@ async fn measure(
     database: Option<&str>,
 ) -> anyhow::Result<ServerReport> {
     let frames = Arc::new(Frames::default());
+    let load_average_before = load_average();
     target.start(START_LIMIT).await?;
     let stores = target.kind == ServerKind::Csms;
     let endpoint = Endpoint {
@@ -364,6 +365,7 @@ async fn measure(
     let mut report = ServerReport {
         server: target.kind.name().into(),
         database: database.map(str::to_string),
+        load_average_before,
         ..ServerReport::default()
     };
     let counts_at_start = if stores {
@@ -372,8 +374,11 @@ async fn measure(
         None
     };
 
+    let mut idle_check = None;
     if cfg.has(Phase::Memory) || cfg.has(Phase::Restart) {
+        let before = snapshot(target, stores, &frames).await?;
         fleet_phases(target, cfg, &endpoint, &frames, &mut report).await?;
+        idle_check = check(target, stores, &frames, before, 0).await?;
     }
 
     let mut acknowledged = 0;
@@ -423,6 +428,7 @@ async fn measure(
         let start = Snapshot { counts, frames: 0 };
         let total = check(target, stores, &frames, Some(start), acknowledged).await?;
         report.ingest = total.map(|total| Ingest {
+            idle_chargers: idle_check,
             closed_loop: closed_check,
             open_loop: open_check,
             total,
@@ -536,6 +542,16 @@ async fn fleet_phases(
     }
     fleet.stop().await;
     Ok(())
+}
+
+/// The 1-minute load average, from `/proc/loadavg`.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Stored counts and frames exchanged at one moment.

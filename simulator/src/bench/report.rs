@@ -51,6 +51,9 @@ pub struct ServerReport {
     pub server: String,
     /// The csms server's database (`sqlite`, `postgres`); none for the trivial server.
     pub database: Option<String>,
+    /// The machine's 1-minute load average just before this server was
+    /// measured: above zero, something else was using the cores too.
+    pub load_average_before: Option<f64>,
     pub closed_loop: Option<ClosedLoop>,
     pub open_loop: Option<OpenLoop>,
     pub memory: Option<Memory>,
@@ -196,6 +199,9 @@ pub struct IngestCheck {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Ingest {
+    /// The idle chargers' phases (memory, shutdown, restart): boots and
+    /// heartbeats, no MeterValues.
+    pub idle_chargers: Option<IngestCheck>,
     pub closed_loop: Option<IngestCheck>,
     pub open_loop: Option<IngestCheck>,
     /// The whole run: every phase's frames (boots, heartbeats too), every
@@ -328,7 +334,10 @@ impl BenchReport {
         let mut rows = Vec::new();
         if ran(|r| r.closed_loop.is_some()) {
             rows.push(row(
-                format!("closed loop, {} connections: msg/s", s.closed_connections),
+                format!(
+                    "closed loop, {} connections: msg/s",
+                    num(s.closed_connections as f64, 0)
+                ),
                 c,
                 t,
                 |r| {
@@ -367,7 +376,8 @@ impl BenchReport {
             rows.push(row(
                 format!(
                     "open loop, {} connections: highest msg/s with p99 < {} ms and no errors",
-                    s.open_connections, s.p99_limit_ms
+                    num(s.open_connections as f64, 0),
+                    s.p99_limit_ms
                 ),
                 c,
                 t,
@@ -397,7 +407,10 @@ impl BenchReport {
         }
         if ran(|r| r.memory.is_some()) {
             rows.push(row(
-                format!("memory per idle charger, {} chargers: KiB", s.chargers),
+                format!(
+                    "memory per idle charger, {} chargers: KiB",
+                    num(s.chargers as f64, 0)
+                ),
                 c,
                 t,
                 |r| {
@@ -424,7 +437,7 @@ impl BenchReport {
         }
         if ran(|r| r.shutdown.is_some()) {
             rows.push(row(
-                format!("shutdown with {} connected: s", s.chargers),
+                format!("shutdown with {} connected: s", num(s.chargers as f64, 0)),
                 c,
                 t,
                 |r| {
@@ -439,7 +452,7 @@ impl BenchReport {
             rows.push(row(
                 format!(
                     "restart: all {} accepted again, s after /health",
-                    s.chargers
+                    num(s.chargers as f64, 0)
                 ),
                 c,
                 t,
@@ -468,6 +481,12 @@ impl BenchReport {
                 },
             ));
         }
+        rows.push(row(
+            "machine load average (1 min) before the server's run".into(),
+            c,
+            t,
+            |r| r.load_average_before.map(|l| text(format!("{l:.2}"))),
+        ));
         if let Some(ingest) = c.and_then(|r| r.ingest.as_ref()) {
             for (what, check) in [
                 ("closed loop", &ingest.closed_loop),
@@ -482,12 +501,24 @@ impl BenchReport {
                     ));
                 }
             }
-            rows.push(row(
-                "message log, whole run: frames logged / exchanged".into(),
-                c,
-                None,
-                |_| Some(text(log_cell(&ingest.total))),
-            ));
+            for (what, check) in [
+                (
+                    "idle chargers, shutdown, restart",
+                    ingest.idle_chargers.as_ref(),
+                ),
+                ("closed loop", ingest.closed_loop.as_ref()),
+                ("open loop", ingest.open_loop.as_ref()),
+                ("whole run", Some(&ingest.total)),
+            ] {
+                if let Some(check) = check {
+                    rows.push(row(
+                        format!("message log, {what}: frames logged / exchanged"),
+                        c,
+                        None,
+                        |_| Some(text(log_cell(check))),
+                    ));
+                }
+            }
         }
         let database = c.and_then(|r| r.database.clone()).unwrap_or_default();
         let mut out = format!(
