@@ -520,10 +520,12 @@ impl BenchReport {
                 }
             }
         }
-        let database = c.and_then(|r| r.database.clone()).unwrap_or_default();
-        let mut out = format!(
-            "| measure | csms ({database}) | trivial | csms/trivial |\n| --- | --- | --- | --- |\n"
-        );
+        let csms = match c.and_then(|r| r.database.as_deref()) {
+            Some(database) => format!("csms ({database})"),
+            None => "csms".into(),
+        };
+        let mut out =
+            format!("| measure | {csms} | trivial | csms/trivial |\n| --- | --- | --- | --- |\n");
         for r in rows {
             out.push_str(&format!(
                 "| {} | {} | {} | {} |\n",
