@@ -112,6 +112,9 @@ pub async fn serve(listen: SocketAddr, heartbeat_interval: Duration) -> anyhow::
     Ok(())
 }
 
+/// How long a new connection may take to send its request.
+const FIRST_READ: Duration = Duration::from_secs(10);
+
 const HEALTH: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 15\r\nconnection: close\r\n\r\n{\"status\":\"ok\"}";
 
 async fn connection(mut stream: TcpStream, answers: &Answers, mut stopped: watch::Receiver<bool>) {
@@ -119,16 +122,19 @@ async fn connection(mut stream: TcpStream, answers: &Answers, mut stopped: watch
     // `GET /health` is answered like the real server does, so the benchmark
     // waits for both servers the same way.
     let mut head = [0u8; 11];
-    if let Ok(n) = stream.peek(&mut head).await {
-        if &head[..n] == b"GET /health" {
+    match tokio::time::timeout(FIRST_READ, stream.peek(&mut head)).await {
+        Ok(Ok(n)) if &head[..n] == b"GET /health" => {
             let _ = stream.write_all(HEALTH).await;
             let _ = stream.shutdown().await;
             return;
         }
+        Ok(Ok(_)) => {}
+        // Silent or broken: a client that says nothing holds nothing here.
+        _ => return,
     }
-    let Ok(mut ws) =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, handshake, Some(ws_config())).await
-    else {
+    let accept =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, handshake, Some(ws_config()));
+    let Ok(Ok(mut ws)) = tokio::time::timeout(FIRST_READ, accept).await else {
         return;
     };
     loop {
