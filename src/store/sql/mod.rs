@@ -276,7 +276,11 @@ macro_rules! sql_store {
                 write_failure: std::sync::Arc<std::sync::Mutex<Option<String>>>,
             ) -> Writer<WriteOp, WriteOut> {
                 let (writer, mut queue) = Writer::channel(WRITE_QUEUE);
-                tokio::spawn(async move {
+                // The writer runs on a thread and runtime of its own. On the
+                // shared runtime it waited behind hundreds of ready charger
+                // tasks every time a statement returned (milliseconds per
+                // batch, measured), and the whole server waits on it.
+                let work = async move {
                     let mut conn: Option<$Conn> = None;
                     let mut jobs = Vec::with_capacity(super::writer::MAX_BATCH);
                     let mut carried: Vec<NewLogEntry> = Vec::new();
@@ -303,7 +307,19 @@ macro_rules! sql_store {
                         }
                         queue.answer(&mut jobs, results);
                     }
-                });
+                };
+                std::thread::Builder::new()
+                    .name("csms-writer".into())
+                    .spawn(move || {
+                        match tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                        {
+                            Ok(runtime) => runtime.block_on(work),
+                            Err(e) => tracing::error!("the database writer cannot start: {e}"),
+                        }
+                    })
+                    .expect("spawning the database writer thread");
                 writer
             }
 
@@ -610,7 +626,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true)
-            .pragma("wal_autocheckpoint", "0");
+            .pragma("wal_autocheckpoint", "0")
+            // Statement journals (a multi-row statement must be undoable on
+            // its own) in memory, not in temporary files.
+            .pragma("temp_store", "memory");
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(CONNECT_TIMEOUT)
@@ -620,18 +639,36 @@ impl SqliteStore {
         Self::migrate(&pool).await?;
         // The writer's pages stay cached between batches: an index page a
         // charger appends to is read once, not once per commit.
-        let write_options = options.pragma("cache_size", "-65536");
+        let write_options = options.pragma("cache_size", "-65536").pragma(
+            "wal_autocheckpoint",
+            WAL_WRITER_CHECKPOINT_FRAMES.to_string(),
+        );
         tokio::spawn(checkpoints(pool.clone()));
         Ok(Self::with(pool, write_options))
     }
 }
 
-/// Copies the write-ahead log back into the database file every second,
-/// beside the writer rather than inside one of its commits (a checkpoint in
-/// a commit would hold every charger of that batch for it). PASSIVE never
-/// waits for the writer; the log file is reused once a checkpoint caught up.
+/// How often the write-ahead log is copied back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// WAL frames (pages) beyond which the writer, after a commit, copies what
+/// is left itself.
+const WAL_WRITER_CHECKPOINT_FRAMES: u32 = 16384;
+
+/// Copies the write-ahead log back into the database file, beside the
+/// writer rather than inside one of its commits (a checkpoint in a commit
+/// would hold every charger of that batch for it).
+///
+/// These PASSIVE checkpoints never wait for the writer, but under constant
+/// writes they never finish at a moment the writer is not writing, so SQLite
+/// would never start the log file over and it would grow without end
+/// (gigabytes a minute, every page appended to a fresh part of the file).
+/// The writer's own connection therefore checkpoints after a commit once the
+/// log holds [`WAL_WRITER_CHECKPOINT_FRAMES`]: by then these have copied
+/// nearly everything, so its share is small, and the next batch writes from
+/// the start of the file again.
 async fn checkpoints(pool: sqlx::SqlitePool) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
