@@ -30,6 +30,7 @@ on_both_backends!(
     oversized_frames_close_the_connection,
     every_frame_is_kept_in_the_message_log,
     shutdown_closes_charger_connections_with_a_close_frame,
+    shutdown_refuses_chargers_that_reconnect_at_once,
     a_charger_that_stops_answering_pings_is_closed_and_offline,
 );
 
@@ -917,6 +918,58 @@ async fn shutdown_closes_charger_connections_with_a_close_frame(backend: Backend
     }
     assert!(saw_close, "a close frame with 1001 (going away)");
     stopping.await.unwrap();
+}
+
+async fn shutdown_refuses_chargers_that_reconnect_at_once(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let stop_trying = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut chargers = Vec::new();
+    for n in 0..10 {
+        let url = server.ws_url(&format!("CP-EAGER-{n}"));
+        let stop_trying = stop_trying.clone();
+        // A charger that reconnects the moment it is closed, as many do.
+        chargers.push(tokio::spawn(async move {
+            let mut refusals = Vec::new();
+            while !stop_trying.load(std::sync::atomic::Ordering::Relaxed) {
+                match try_connect(&url, ConnectOptions::default()).await {
+                    Ok((socket, _)) => {
+                        let mut charger = TestCharger::from_socket(socket);
+                        while charger
+                            .try_next_frame(Duration::from_secs(30))
+                            .await
+                            .is_some()
+                        {}
+                    }
+                    Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                        refusals.push(response.status().as_u16());
+                    }
+                    // The listener is gone: the server has stopped.
+                    Err(_) => break,
+                }
+            }
+            refusals
+        }));
+    }
+    while server.state.registry.count() < 10 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let began = tokio::time::Instant::now();
+    server.stop().await;
+    let took = began.elapsed();
+    stop_trying.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        took < Duration::from_secs(3),
+        "shutdown waited {took:?} for chargers that kept coming back"
+    );
+    let mut refusals = Vec::new();
+    for charger in chargers {
+        refusals.extend(charger.await.unwrap());
+    }
+    // Those that came back while it stopped were turned away, not served.
+    assert!(
+        !refusals.is_empty() && refusals.iter().all(|s| *s == 503),
+        "{refusals:?}"
+    );
 }
 
 async fn a_charger_that_stops_answering_pings_is_closed_and_offline(backend: Backend) {

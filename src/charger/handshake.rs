@@ -89,6 +89,14 @@ pub async fn upgrade(
             "OCPP-J needs a WebSocket upgrade",
         );
     };
+    // Chargers closed at shutdown reconnect at once; taking them back would
+    // keep the shutdown waiting for connections that keep coming.
+    if *state.shutdown.borrow() {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "central system shutting down",
+        );
+    }
     // Failed handshakes count against the identity and the address, but the
     // limiter is consulted only once a handshake has failed: the right
     // password is never refused because someone else failed.
