@@ -43,6 +43,8 @@ macro_rules! chargers_sql {
             }
 
             /// Heartbeats and last-seen times of many chargers, one statement per chunk.
+            // The SQLite writer writes these rows one by one (`sqlite_rows`).
+            #[allow(dead_code)]
             pub(super) async fn touch_chargers(
                 c: &mut $Conn,
                 touches: &[Touch<'_>],
@@ -61,6 +63,8 @@ macro_rules! chargers_sql {
                 Ok(())
             }
 
+            // The SQLite writer writes these rows one by one (`sqlite_rows`).
+            #[allow(dead_code)]
             pub(super) async fn upsert_connectors(c: &mut $Conn, statuses: &[&ConnectorStatus]) -> Result<()> {
                 for chunk in chunked(statuses) {
                     let mut q = sqlx::QueryBuilder::<$DB>::new(

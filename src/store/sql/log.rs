@@ -4,6 +4,8 @@
 macro_rules! log_sql {
     ($Store:ident, $DB:ty, $Conn:ty) => {
         impl $Store {
+            // The SQLite writer writes these rows one by one (`sqlite_rows`).
+            #[allow(dead_code)]
             pub(super) async fn insert_log(c: &mut $Conn, entries: &[&NewLogEntry]) -> Result<()> {
                 for chunk in chunked(entries) {
                     let mut q = sqlx::QueryBuilder::<$DB>::new(

@@ -3,6 +3,8 @@
 macro_rules! transactions_sql {
     ($Store:ident, $DB:ty, $Conn:ty) => {
         impl $Store {
+            // The SQLite writer writes these rows one by one (`sqlite_rows`).
+            #[allow(dead_code)]
             pub(super) async fn insert_readings(c: &mut $Conn, readings: &[&NewReading]) -> Result<()> {
                 for chunk in chunked(readings) {
                     let mut q = sqlx::QueryBuilder::<$DB>::new(
