@@ -706,9 +706,13 @@ async fn checkpoints(
                 return;
             }
             // (busy, frames in the log, frames copied back)
+            // fetch_all, not fetch_one: a statement left unfinished holds
+            // a read mark, and a read mark anywhere keeps SQLite from ever
+            // starting the log over.
             let left = match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .fetch_one(&pool)
+                .fetch_all(&pool)
                 .await
+                .map(|mut rows| rows.remove(0))
             {
                 Ok(row) => {
                     let log: i64 = row.try_get(1).unwrap_or(0);
