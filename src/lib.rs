@@ -9,6 +9,7 @@ pub mod app;
 pub mod charger;
 pub mod config;
 pub mod engine;
+pub mod metrics;
 pub mod ocpp;
 pub mod payments;
 pub mod state;

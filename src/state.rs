@@ -21,4 +21,6 @@ pub struct AppState {
     pub connection_slots: Arc<Semaphore>,
     /// Turns true once the server is stopping; connection tasks watch it.
     pub shutdown: watch::Receiver<bool>,
+    /// What `/metrics` reports.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }

@@ -224,6 +224,7 @@ impl Connection {
     async fn on_text(&mut self, text: &str) -> Result<(), axum::Error> {
         match frame::parse(text) {
             Ok(Frame::Call(call)) => {
+                let received = std::time::Instant::now();
                 self.log(Direction::In, 2, &call.id, Some(&call.action), text)
                     .await;
                 let answer = self.answer(&call).await;
@@ -234,6 +235,21 @@ impl Connection {
                         frame::encode_error(&call.id, error)
                     }
                 };
+                // Unknown actions are counted under one label: a charger
+                // must not be able to grow the metric's series at will.
+                let action = if action::is_ocpp16_action(&call.action) {
+                    call.action.as_str()
+                } else {
+                    "(unknown)"
+                };
+                let outcome = match &answer {
+                    Ok(_) => "answered",
+                    Err(error) => error.code.as_str(),
+                };
+                self.context
+                    .state
+                    .metrics
+                    .ocpp_answered(action, outcome, received.elapsed());
                 self.log(
                     Direction::Out,
                     if answer.is_ok() { 3 } else { 4 },
@@ -273,6 +289,11 @@ impl Connection {
             Err(FrameError::Reply { id, error }) => {
                 self.log(Direction::In, 2, &id, None, text).await;
                 tracing::info!(%error, "malformed CALL");
+                self.context.state.metrics.ocpp_answered(
+                    "(unknown)",
+                    error.code.as_str(),
+                    std::time::Duration::ZERO,
+                );
                 let out = frame::encode_error(&id, &error);
                 self.log(Direction::Out, 4, &id, None, &out).await;
                 self.send_text(out).await

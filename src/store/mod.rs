@@ -255,6 +255,60 @@ pub trait Store:
     /// Writes one small row through the writer: after a failure, whether
     /// the database takes writes again.
     async fn probe_write(&self) -> Result<()>;
+    /// The writer's own metrics (batches, batch sizes, commit latency), for
+    /// the `/metrics` endpoint to register.
+    fn writer_metrics(&self) -> WriterMetrics;
+    /// Totals the database holds, for `/metrics`.
+    async fn figures(&self) -> Result<StoreFigures>;
+}
+
+/// The group-commit writer's metrics. Cloning shares the same counters.
+#[derive(Clone)]
+pub struct WriterMetrics {
+    /// Batches by `outcome`: `committed`, or `failed` (some write in it failed).
+    pub batches: prometheus_client::metrics::family::Family<
+        Vec<(&'static str, &'static str)>,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    pub batch_size: prometheus_client::metrics::histogram::Histogram,
+    pub commit_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for WriterMetrics {
+    fn default() -> Self {
+        use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+        WriterMetrics {
+            batches: Default::default(),
+            // 1 to 4,096 writes.
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
+            // 0.25 ms to about 4 s.
+            commit_seconds: Histogram::new(exponential_buckets(0.00025, 2.0, 15)),
+        }
+    }
+}
+
+impl WriterMetrics {
+    pub fn batch(&self, writes: usize, took: std::time::Duration, failed: bool) {
+        let outcome = if failed { "failed" } else { "committed" };
+        self.batches
+            .get_or_create(&vec![("outcome", outcome)])
+            .inc();
+        self.batch_size.observe(writes as f64);
+        self.commit_seconds.observe(took.as_secs_f64());
+    }
+}
+
+/// What `/metrics` reads from the database at each scrape.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoreFigures {
+    /// (status, sessions)
+    pub sessions_by_status: Vec<(String, i64)>,
+    /// Energy of the completed sessions, Wh.
+    pub completed_energy_wh: f64,
+    /// (provider, status, links)
+    pub payment_links: Vec<(String, String, i64)>,
+    /// (provider, status, checks)
+    pub balance_checks: Vec<(String, String, i64)>,
 }
 
 pub type SharedStore = Arc<dyn Store>;
