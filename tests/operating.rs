@@ -11,7 +11,72 @@ use std::time::Duration;
 on_both_backends!(
     metrics_count_a_charger_session,
     ready_answers_while_the_server_serves_and_refuses_while_it_stops,
+    event_streams_follow_sessions_and_chargers,
 );
+
+/// A Server-Sent Events stream read as it arrives.
+struct EventStream {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl EventStream {
+    async fn open(server: &TestServer, path: &str, token: &str) -> EventStream {
+        let response = http()
+            .get(server.http_url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(
+            response.headers()["content-type"].to_str().unwrap(),
+            "text/event-stream"
+        );
+        EventStream {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event (name, data), skipping keep-alive comments.
+    async fn next(&mut self) -> (String, serde_json::Value) {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut name = None;
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        name = Some(v.trim().to_owned());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if let Some(name) = name {
+                    return (name, serde_json::from_str(&data).unwrap());
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.response.chunk())
+                .await
+                .expect("an event within 10 s")
+                .unwrap()
+                .expect("the stream is still open");
+            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    /// The next event called `name`, skipping others.
+    async fn next_named(&mut self, name: &str) -> serde_json::Value {
+        loop {
+            let (n, data) = self.next().await;
+            if n == name {
+                return data;
+            }
+        }
+    }
+}
 
 /// The samples of a Prometheus/OpenMetrics exposition: series (name and
 /// labels, as written) to value. Fails on a line that is not a sample.
@@ -264,6 +329,203 @@ async fn ready_answers_while_the_server_serves_and_refuses_while_it_stops(backen
     assert!(
         seen[first_refusal..].iter().all(|(s, _)| *s == 503),
         "{seen:?}"
+    );
+}
+
+async fn event_streams_follow_sessions_and_chargers(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let driver = server.token("driver-e", "driver");
+    let other_driver = server.token("driver-x", "driver");
+    let admin = server.token("ops", "admin");
+    // Streams need their tokens: none, or a driver's on the admin stream, is refused.
+    let anonymous = http()
+        .get(server.http_url("/api/charging/sessions/active/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let not_admin = http()
+        .get(server.http_url("/api/admin/events"))
+        .bearer_auth(&driver)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_admin.status(), 403);
+
+    let mut mine =
+        EventStream::open(&server, "/api/charging/sessions/active/events", &driver).await;
+    let mut theirs = EventStream::open(
+        &server,
+        "/api/charging/sessions/active/events",
+        &other_driver,
+    )
+    .await;
+    let mut ops = EventStream::open(&server, "/api/admin/events", &admin).await;
+    // First, the session as it stands: none yet.
+    assert_eq!(
+        mine.next().await,
+        ("session.current".into(), serde_json::Value::Null)
+    );
+    assert_eq!(theirs.next().await.0, "session.current");
+
+    // An app session at a station that is not a charger: started, updated, completed.
+    let (status, body) = server
+        .api(
+            "POST",
+            "/api/charging/sessions/start",
+            Some(&driver),
+            Some(json!({"stationId": "HUB-EVENTS", "connectorId": "connector-1", "batteryLevelStart": 45})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (name, started) = mine.next().await;
+    assert_eq!(name, "session.started");
+    let id = started["id"].as_str().unwrap().to_owned();
+    assert_eq!(started["status"], "active");
+    let (status, body) = server
+        .api(
+            "PUT",
+            "/api/charging/sessions/active/update",
+            Some(&driver),
+            Some(json!({"batteryLevel": 52, "energyDelivered": 4.2})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (name, updated) = mine.next().await;
+    assert_eq!(name, "session.updated");
+    assert_eq!(
+        (
+            updated["id"].as_str(),
+            updated["energyDelivered"].clone(),
+            updated["totalCost"].clone(),
+            updated["batteryLevel"].clone()
+        ),
+        (Some(id.as_str()), json!(4.2), json!(693), json!(52))
+    );
+    let (status, body) = server
+        .api(
+            "POST",
+            "/api/charging/sessions/end",
+            Some(&driver),
+            Some(json!({"sessionId": id, "batteryLevelEnd": 80})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (name, completed) = mine.next().await;
+    assert_eq!(name, "session.completed");
+    assert_eq!(completed["status"], "completed");
+
+    // The operator saw the same session go by.
+    assert_eq!(ops.next_named("session.started").await["id"], id.as_str());
+    assert_eq!(ops.next_named("session.completed").await["id"], id.as_str());
+
+    // A charger: connected, a connector's status, an anomaly, disconnected.
+    let mut charger = server.booted_charger("CP-EVENTS").await;
+    assert_eq!(
+        ops.next_named("charger.connected").await["chargerId"],
+        "CP-EVENTS"
+    );
+    charger
+        .call(
+            "StatusNotification",
+            json!({"connectorId": 1, "errorCode": "NoError", "status": "Preparing"}),
+        )
+        .await;
+    let status = ops.next_named("connector.status").await;
+    assert_eq!(
+        (
+            status["chargerId"].as_str(),
+            status["connectorId"].as_i64(),
+            status["status"].as_str()
+        ),
+        (Some("CP-EVENTS"), Some(1), Some("Preparing"))
+    );
+
+    // A charger's session: started through the API, then driven by the
+    // charger's StartTransaction, MeterValues and StopTransaction.
+    let started = server.post_in_background(
+        &driver,
+        "/api/charging/sessions/start",
+        json!({"stationId": "CP-EVENTS", "connectorId": "connector-1", "batteryLevelStart": 20}),
+    );
+    let (call_id, action, payload) = charger.expect_call().await;
+    assert_eq!(action, "RemoteStartTransaction");
+    charger.reply(&call_id, json!({"status": "Accepted"})).await;
+    let (name, ocpp_session) = mine.next().await;
+    assert_eq!(name, "session.started");
+    let ocpp_id = ocpp_session["id"].as_str().unwrap().to_owned();
+    let tx = charger
+        .call("StartTransaction", json!({"connectorId": 1, "idTag": payload["idTag"], "meterStart": 0, "timestamp": "2024-01-15T10:00:00Z"}))
+        .await["transactionId"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(started.await.unwrap().0, 201);
+    let (name, bound) = mine.next().await;
+    assert_eq!(
+        (name.as_str(), bound["id"].as_str()),
+        ("session.updated", Some(ocpp_id.as_str()))
+    );
+    charger
+        .call(
+            "MeterValues",
+            json!({"connectorId": 1, "transactionId": tx, "meterValue": [meter_sample("2024-01-15T10:10:00Z", 1500.0, Some(40.0))]}),
+        )
+        .await;
+    let (name, metered) = mine.next().await;
+    assert_eq!(name, "session.updated");
+    assert_eq!(
+        (
+            metered["energyDelivered"].clone(),
+            metered["batteryLevel"].clone()
+        ),
+        (json!(1.5), json!(40))
+    );
+    charger
+        .call(
+            "StopTransaction",
+            json!({"transactionId": tx, "meterStop": 2000, "timestamp": "2024-01-15T10:20:00Z", "reason": "EVDisconnected"}),
+        )
+        .await;
+    let (name, done) = mine.next().await;
+    assert_eq!(name, "session.completed");
+    assert_eq!(
+        (done["id"].as_str(), done["energyDelivered"].clone()),
+        (Some(ocpp_id.as_str()), json!(2))
+    );
+
+    charger
+        .call(
+            "StopTransaction",
+            json!({"transactionId": 999999, "meterStop": 10, "timestamp": "2024-01-15T10:00:00Z"}),
+        )
+        .await;
+    let anomaly = ops.next_named("anomaly").await;
+    assert_eq!(anomaly["kind"], "stop_unknown_transaction", "{anomaly}");
+    charger.close().await;
+    let gone = ops.next_named("charger.disconnected").await;
+    assert_eq!(gone["chargerId"], "CP-EVENTS");
+
+    // The other driver saw none of it: their next event is their own.
+    let (status, _) = server
+        .api(
+            "POST",
+            "/api/charging/sessions/start",
+            Some(&other_driver),
+            Some(json!({"stationId": "HUB-EVENTS", "connectorId": "connector-2", "batteryLevelStart": 30})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (name, theirs_started) = theirs.next().await;
+    assert_eq!(name, "session.started");
+    assert_ne!(theirs_started["id"], id.as_str());
+
+    // Streams end when the server stops, so shutdown does not wait on them.
+    let began = tokio::time::Instant::now();
+    server.stop().await;
+    assert!(
+        began.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        began.elapsed()
     );
 }
 

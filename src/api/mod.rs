@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod charging;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod payments;
 
@@ -23,6 +24,7 @@ pub fn router() -> Router<AppState> {
         .merge(auth::routes::router())
         .merge(charging::router())
         .merge(admin::router())
+        .merge(events::router())
         .merge(payments::router())
         .fallback(not_found)
 }

@@ -88,6 +88,11 @@ impl Connection {
             connection = self.attachment.connection_id,
             "charger connected"
         );
+        self.state.engine.events().publish(
+            "charger.connected",
+            None,
+            serde_json::json!({ "chargerId": self.attachment.charger_id }),
+        );
         let mut shutdown = self.state.shutdown.clone();
         let ping_every = self.state.config.ws_ping_interval;
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
@@ -181,15 +186,18 @@ impl Connection {
         {
             tracing::warn!("could not record the disconnect: {e:#}");
         }
-        tracing::info!(
-            reason = match exit {
-                Exit::Closed => "closed by charger",
-                Exit::Replaced => "replaced",
-                Exit::ShuttingDown => "shutdown",
-                Exit::Unresponsive => "unresponsive",
-                Exit::Failed => "socket error",
-            },
-            "charger disconnected"
+        let reason = match exit {
+            Exit::Closed => "closed by charger",
+            Exit::Replaced => "replaced",
+            Exit::ShuttingDown => "shutdown",
+            Exit::Unresponsive => "unresponsive",
+            Exit::Failed => "socket error",
+        };
+        tracing::info!(reason, "charger disconnected");
+        self.state.engine.events().publish(
+            "charger.disconnected",
+            None,
+            serde_json::json!({ "chargerId": self.attachment.charger_id, "reason": reason }),
         );
     }
 
