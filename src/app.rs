@@ -55,6 +55,7 @@ impl Application {
             handshake_failures: Arc::new(FailureLimiter::new(10, Duration::from_secs(60))),
             shutdown,
             metrics: Arc::new(crate::metrics::Metrics::new(store_metrics)),
+            login_failures: Arc::new(api::auth::LoginLimits::default()),
         };
         Ok(Application {
             listener,

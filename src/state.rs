@@ -23,4 +23,6 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// What `/metrics` reports.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Failed logins per account and per address.
+    pub login_failures: Arc<crate::api::auth::LoginLimits>,
 }

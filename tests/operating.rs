@@ -529,6 +529,50 @@ async fn event_streams_follow_sessions_and_chargers(backend: Backend) {
     );
 }
 
+/// Guessing a password: after 5 failures the account is answered 429 with
+/// `Retry-After`, even with the right password, and nothing else is.
+#[tokio::test]
+async fn repeated_failed_logins_for_an_account_are_slowed() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    for email in ["guessed@example.com", "other@example.com"] {
+        let (status, body) = server
+            .api(
+                "POST",
+                "/api/auth/register",
+                None,
+                Some(json!({"email": email, "password": "right-password", "name": "Driver"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let login = |email: &'static str, password: &'static str| {
+        http()
+            .post(server.http_url("/api/auth/login"))
+            .json(&json!({"email": email, "password": password}))
+            .send()
+    };
+    for _ in 0..5 {
+        let response = login("guessed@example.com", "wrong-guess").await.unwrap();
+        assert_eq!(response.status(), 401);
+    }
+    let response = login("guessed@example.com", "right-password")
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=15 * 60).contains(&retry_after), "{retry_after}");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "TOO_MANY_ATTEMPTS");
+    // Another account from the same address logs in.
+    let response = login("other@example.com", "right-password").await.unwrap();
+    assert_eq!(response.status(), 200);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn cors_answers_preflights_for_configured_origins_only() {
     let server = TestServer::start_with(Backend::Sqlite, |c| {
