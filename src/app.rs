@@ -31,6 +31,11 @@ impl Application {
         // (tests build several apps) is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
         crate::ocpp::schema::preload();
+        if !config.webhook_urls.0.is_empty()
+            && config.webhook_secret.as_deref().unwrap_or("").is_empty()
+        {
+            anyhow::bail!("CSMS_WEBHOOK_URLS is set but CSMS_WEBHOOK_SECRET is not: webhooks are always signed");
+        }
         let store = store::connect(&config.database_url).await?;
         let store_metrics = store.writer_metrics();
         let jwt = api::auth::JwtKeys::load(config.jwt_secret.as_deref(), store.as_ref()).await?;
@@ -122,6 +127,10 @@ impl Application {
                 .sweep_remote_starts(Duration::from_secs(2)),
         );
         let payment_sweeper = tokio::spawn(state.payments.clone().sweep(Duration::from_secs(1)));
+        let webhooks = tokio::spawn(crate::webhooks::run(
+            state.store.clone(),
+            state.config.clone(),
+        ));
         let handle = axum_server::Handle::new();
         let stopper = {
             let handle = handle.clone();
@@ -160,6 +169,7 @@ impl Application {
         let _ = stopper.await;
         sweeper.abort();
         payment_sweeper.abort();
+        webhooks.abort();
         state.store.flush().await.context("flushing the store")?;
         tracing::info!("stopped");
         Ok(())

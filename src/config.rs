@@ -166,6 +166,18 @@ pub struct Config {
     )]
     pub log_format: LogFormat,
 
+    /// Receivers of outgoing webhooks (http:// or https:// URLs), comma-separated; none when empty.
+    #[arg(long, env = "CSMS_WEBHOOK_URLS", default_value = "", value_parser = parse_webhook_urls)]
+    pub webhook_urls: WebhookUrls,
+
+    /// Secret that signs outgoing webhooks (`CSMS-Signature`); required with --webhook-urls.
+    #[arg(long, env = "CSMS_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
+    /// First wait before a failed webhook delivery is retried; it doubles up to an hour, for a day.
+    #[arg(long, env = "CSMS_WEBHOOK_RETRY", default_value = "10s", value_parser = parse_duration)]
+    pub webhook_retry: Duration,
+
     /// Browser origins allowed to call the REST API (CORS), comma-separated; none when empty.
     #[arg(long, env = "CSMS_CORS_ORIGINS", default_value = "", value_parser = parse_origins)]
     pub cors_origins: Origins,
@@ -177,6 +189,22 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// The receivers of outgoing webhooks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebhookUrls(pub Vec<String>);
+
+pub fn parse_webhook_urls(text: &str) -> Result<WebhookUrls, String> {
+    let mut urls = Vec::new();
+    for url in text.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(format!("{url:?} is not an http:// or https:// URL"));
+        }
+        urls.push(url.to_owned());
+    }
+    Ok(WebhookUrls(urls))
 }
 
 /// Origins (`scheme://host[:port]`) allowed to call the API from a browser.

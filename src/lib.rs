@@ -14,3 +14,4 @@ pub mod ocpp;
 pub mod payments;
 pub mod state;
 pub mod store;
+pub mod webhooks;

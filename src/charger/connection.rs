@@ -88,11 +88,18 @@ impl Connection {
             connection = self.attachment.connection_id,
             "charger connected"
         );
-        self.state.engine.events().publish(
+        let connected = serde_json::json!({ "chargerId": self.attachment.charger_id });
+        crate::webhooks::enqueue(
+            &self.state.store,
+            &self.state.config,
             "charger.connected",
-            None,
-            serde_json::json!({ "chargerId": self.attachment.charger_id }),
-        );
+            connected.clone(),
+        )
+        .await;
+        self.state
+            .engine
+            .events()
+            .publish("charger.connected", None, connected);
         let mut shutdown = self.state.shutdown.clone();
         let ping_every = self.state.config.ws_ping_interval;
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
@@ -194,11 +201,19 @@ impl Connection {
             Exit::Failed => "socket error",
         };
         tracing::info!(reason, "charger disconnected");
-        self.state.engine.events().publish(
+        let disconnected =
+            serde_json::json!({ "chargerId": self.attachment.charger_id, "reason": reason });
+        crate::webhooks::enqueue(
+            &self.state.store,
+            &self.state.config,
             "charger.disconnected",
-            None,
-            serde_json::json!({ "chargerId": self.attachment.charger_id, "reason": reason }),
-        );
+            disconnected.clone(),
+        )
+        .await;
+        self.state
+            .engine
+            .events()
+            .publish("charger.disconnected", None, disconnected);
     }
 
     async fn send_text(&mut self, text: String) -> Result<(), axum::Error> {

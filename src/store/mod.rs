@@ -237,9 +237,60 @@ pub trait LogStore: Send + Sync {
     async fn anomalies(&self, charger_id: Option<&str>, limit: i64) -> Result<Vec<Anomaly>>;
 }
 
+/// A delivery of a webhook event that is due.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueDelivery {
+    pub event_id: i64,
+    pub url: String,
+    pub kind: String,
+    /// The event's data, JSON text.
+    pub data: String,
+    pub created_ms: i64,
+    pub attempts: i64,
+    pub next_attempt_ms: i64,
+}
+
+/// The webhook outbox: events are written by database triggers in the same
+/// transaction as their change; these move them to their receivers.
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    /// An event with no change of its own behind it (a charger connecting).
+    async fn enqueue_webhook_event(&self, kind: &str, data: &str, now_ms: i64) -> Result<()>;
+    /// Gives up to `limit` new events one delivery per receiver, due now
+    /// (with no receivers, deletes them). Returns how many events it took.
+    async fn dispatch_webhook_events(
+        &self,
+        urls: &[String],
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<usize>;
+    /// Deliveries due at `now_ms`, oldest first.
+    async fn due_webhook_deliveries(&self, now_ms: i64, limit: i64) -> Result<Vec<DueDelivery>>;
+    /// Takes a due delivery for this worker until `lease_until_ms`: false
+    /// when another worker (or node) took it first.
+    async fn claim_webhook_delivery(&self, d: &DueDelivery, lease_until_ms: i64) -> Result<bool>;
+    async fn webhook_delivered(&self, event_id: i64, url: &str, at_ms: i64) -> Result<()>;
+    /// An attempt failed: try again at `next_attempt_ms`, or never (`None`).
+    async fn webhook_attempt_failed(
+        &self,
+        event_id: i64,
+        url: &str,
+        attempts: i64,
+        next_attempt_ms: Option<i64>,
+        error: &str,
+    ) -> Result<()>;
+}
+
 #[async_trait]
 pub trait Store:
-    ChargerStore + TransactionStore + SessionStore + PeopleStore + LogStore + PaymentStore + 'static
+    ChargerStore
+    + TransactionStore
+    + SessionStore
+    + PeopleStore
+    + LogStore
+    + PaymentStore
+    + WebhookStore
+    + 'static
 {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;

@@ -29,6 +29,8 @@ mod people;
 mod sessions;
 #[macro_use]
 mod transactions;
+#[macro_use]
+mod webhooks;
 mod sqlite_rows;
 
 use super::model::*;
@@ -649,6 +651,7 @@ macro_rules! sql_store {
         sessions_sql!($Store, $DB, $Conn);
         people_sql!($Store, $DB, $Conn);
         log_sql!($Store, $DB, $Conn);
+        webhooks_sql!($Store, $DB, $Conn);
     };
 }
 
