@@ -1,14 +1,14 @@
 //! Validation against the official OCPP 1.6 JSON schemas (vendored unchanged
-//! under `schemas/ocpp16/`, embedded at compile time).
+//! under this crate's `schemas/ocpp16/`, embedded at compile time).
 //!
 //! Every incoming CALL is checked before anything acts on it; outgoing
 //! commands and the chargers' answers to them are checked too. Failures map to
 //! the CALLERROR codes of OCPP-J 1.6. `format` (date-time) is deliberately not
 //! enforced here: chargers in the field send timestamps without a zone, and the
 //! contract says to answer, keep and flag those rather than refuse them
-//! (see [`super::time`]).
+//! (see [`crate::time`]).
 
-use super::error::{CallError, ErrorCode};
+use crate::error::{CallError, ErrorCode};
 use jsonschema::error::ValidationErrorKind;
 use jsonschema::Validator;
 use serde_json::{json, Value};
@@ -18,8 +18,8 @@ use std::sync::LazyLock;
 macro_rules! embedded_schemas {
     ($($name:literal),* $(,)?) => {
         &[$(
-            ($name, include_str!(concat!("../../schemas/ocpp16/", $name, ".json")),
-             include_str!(concat!("../../schemas/ocpp16/", $name, "Response.json"))),
+            ($name, include_str!(concat!("../schemas/ocpp16/", $name, ".json")),
+             include_str!(concat!("../schemas/ocpp16/", $name, "Response.json"))),
         )*]
     };
 }
@@ -204,9 +204,9 @@ mod tests {
 
     #[test]
     fn every_action_of_both_directions_has_a_schema() {
-        for action in super::super::action::CHARGER_TO_SERVER
+        for action in crate::action::CHARGER_TO_SERVER
             .iter()
-            .chain(super::super::action::SERVER_TO_CHARGER)
+            .chain(crate::action::SERVER_TO_CHARGER)
         {
             assert!(has_schema(action), "{action} has no schema");
         }
