@@ -45,14 +45,6 @@ pub enum FrameError {
 }
 
 impl Frame {
-    /// The message id, whichever the frame type.
-    pub fn id(&self) -> &str {
-        match self {
-            Frame::Call(call) => &call.id,
-            Frame::CallResult { id, .. } | Frame::CallError { id, .. } => id,
-        }
-    }
-
     /// The frame as OCPP-J text; [`parse`] reads it back as the same frame
     /// (a CALLERROR's details as `{}` when they were not an object).
     pub fn encode(&self) -> String {
