@@ -58,6 +58,36 @@ fn is_ocpp_timestamp(s: &str) -> bool {
 }
 
 #[tokio::test]
+async fn an_answer_that_fails_its_schema_is_a_refusal_and_the_message_is_sent_again() {
+    let csms = FakeCsms::start().await;
+    csms.break_next_answer("StartTransaction");
+    let (mut h, _rec) = start(&csms, config("CP-BAD-ANSWER", 600.0)).await;
+    h.send(Command::PlugIn {
+        connector: 1,
+        vehicle: ev(20.0),
+    })
+    .await
+    .unwrap();
+    h.send(Command::PresentIdTag {
+        connector: 1,
+        id_tag: "TAG-1".into(),
+    })
+    .await
+    .unwrap();
+    h.wait_for(WAIT, "transaction started", |v| {
+        v.connector(1).unwrap().transaction_id == Some(101)
+    })
+    .await
+    .unwrap();
+    h.shutdown(false).await;
+
+    let starts = csms.of("StartTransaction");
+    assert_eq!(starts.len(), 2, "sent once, refused, sent again");
+    assert_ne!(starts[0].id, starts[1].id);
+    assert_eq!(starts[0].payload, starts[1].payload);
+}
+
+#[tokio::test]
 async fn a_full_session_by_id_tag_is_reported_from_plug_in_to_stop() {
     let csms = FakeCsms::start().await;
     let mut cfg = config("CP-FULL", 600.0);
@@ -149,7 +179,11 @@ async fn a_full_session_by_id_tag_is_reported_from_plug_in_to_stop() {
     assert!(stop["meterStop"].as_i64().unwrap() >= *reported.last().unwrap());
 
     // Simulated time: start and stop are about ten simulated minutes apart.
-    let t = |v: &Value| csms_sim::protocol::parse_timestamp(v.as_str().unwrap()).unwrap();
+    let t = |v: &Value| {
+        ocpp_j::time::parse_charger_time(v.as_str().unwrap())
+            .unwrap()
+            .at
+    };
     let minutes = (t(&stop["timestamp"]) - t(&start["timestamp"])).num_seconds() as f64 / 60.0;
     assert!(
         (8.0..20.0).contains(&minutes),
@@ -326,7 +360,7 @@ async fn remote_start_and_stop_and_the_server_commands_are_answered_like_a_real_
         ),
         "Unlocked"
     );
-    let expiry = csms_sim::protocol::timestamp(chrono::Utc::now() + chrono::Duration::hours(10));
+    let expiry = ocpp_j::time::format_ms(chrono::Utc::now() + chrono::Duration::hours(10));
     let reserve =
         json!({ "connectorId": 2, "expiryDate": expiry, "idTag": "R-3", "reservationId": 7 });
     assert_eq!(
@@ -403,9 +437,27 @@ async fn remote_start_and_stop_and_the_server_commands_are_answered_like_a_real_
     );
     let a = csms.call(id, "Reset", json!({ "type": "Sideways" })).await;
     assert_eq!(a[2], "PropertyConstraintViolation");
+    // Commands are checked against their official schema, as the server
+    // checks a charger's messages: a field the schema does not define, a
+    // wrong type, a missing field, an action only chargers send.
+    let a = csms
+        .call(id, "Reset", json!({ "type": "Soft", "when": "now" }))
+        .await;
+    assert_eq!(
+        (a[0].as_i64(), a[2].as_str()),
+        (Some(4), Some("FormationViolation"))
+    );
+    let a = csms
+        .call(id, "RemoteStopTransaction", json!({ "transactionId": "7" }))
+        .await;
+    assert_eq!(a[2], "TypeConstraintViolation");
+    let a = csms.call(id, "UnlockConnector", json!({})).await;
+    assert_eq!(a[2], "OccurenceConstraintViolation");
+    let a = csms.call(id, "Heartbeat", json!({})).await;
+    assert_eq!(a[2], "NotSupported");
 
     // Firmware update: Downloading, Downloaded, Installing, reboot, Installed.
-    let now = csms_sim::protocol::timestamp(chrono::Utc::now());
+    let now = ocpp_j::time::format_ms(chrono::Utc::now());
     let a = csms
         .call(
             id,
@@ -540,7 +592,11 @@ async fn an_outage_mid_transaction_replays_queued_messages_in_order_with_origina
         replayed >= queued.min(5),
         "{replayed} replayed of {queued} queued"
     );
-    let t = |s: &Value| csms_sim::protocol::parse_timestamp(s.as_str().unwrap()).unwrap();
+    let t = |s: &Value| {
+        ocpp_j::time::parse_charger_time(s.as_str().unwrap())
+            .unwrap()
+            .at
+    };
     let times: Vec<_> = tx_calls
         .iter()
         .map(|c| match c.action.as_str() {
