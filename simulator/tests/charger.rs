@@ -52,6 +52,22 @@ fn registers(meter_values: &Value) -> Vec<i64> {
     out
 }
 
+/// A driver plugs a car at `soc` % into `connector`, then presents a card.
+async fn plug_in_and_present(h: &mut ChargerHandle, connector: u32, soc: f64, id_tag: &str) {
+    h.send(Command::PlugIn {
+        connector,
+        vehicle: ev(soc),
+    })
+    .await
+    .unwrap();
+    h.send(Command::PresentIdTag {
+        connector,
+        id_tag: id_tag.into(),
+    })
+    .await
+    .unwrap();
+}
+
 fn is_ocpp_timestamp(s: &str) -> bool {
     // 2026-01-02T03:04:05.678Z
     s.len() == 24 && s.ends_with('Z') && s.as_bytes()[19] == b'.'
@@ -62,18 +78,7 @@ async fn an_answer_that_fails_its_schema_is_a_refusal_and_the_message_is_sent_ag
     let csms = FakeCsms::start().await;
     csms.break_next_answer("StartTransaction");
     let (mut h, _rec) = start(&csms, config("CP-BAD-ANSWER", 600.0)).await;
-    h.send(Command::PlugIn {
-        connector: 1,
-        vehicle: ev(20.0),
-    })
-    .await
-    .unwrap();
-    h.send(Command::PresentIdTag {
-        connector: 1,
-        id_tag: "TAG-1".into(),
-    })
-    .await
-    .unwrap();
+    plug_in_and_present(&mut h, 1, 20.0, "TAG-1").await;
     h.wait_for(WAIT, "transaction started", |v| {
         v.connector(1).unwrap().transaction_id == Some(101)
     })
@@ -94,18 +99,7 @@ async fn a_full_session_by_id_tag_is_reported_from_plug_in_to_stop() {
     cfg.password = Some("secret".into());
     let (mut h, rec) = start(&csms, cfg).await;
 
-    h.send(Command::PlugIn {
-        connector: 1,
-        vehicle: ev(20.0),
-    })
-    .await
-    .unwrap();
-    h.send(Command::PresentIdTag {
-        connector: 1,
-        id_tag: "TAG-1".into(),
-    })
-    .await
-    .unwrap();
+    plug_in_and_present(&mut h, 1, 20.0, "TAG-1").await;
     h.wait_for(WAIT, "transaction started", |v| {
         v.connector(1).unwrap().transaction_id.is_some()
     })
@@ -526,18 +520,7 @@ async fn remote_start_and_stop_and_the_server_commands_are_answered_like_a_real_
 async fn an_outage_mid_transaction_replays_queued_messages_in_order_with_original_timestamps() {
     let csms = FakeCsms::start().await;
     let (mut h, rec) = start(&csms, config("CP-OUT", 600.0)).await;
-    h.send(Command::PlugIn {
-        connector: 1,
-        vehicle: ev(30.0),
-    })
-    .await
-    .unwrap();
-    h.send(Command::PresentIdTag {
-        connector: 1,
-        id_tag: "TAG-O".into(),
-    })
-    .await
-    .unwrap();
+    plug_in_and_present(&mut h, 1, 30.0, "TAG-O").await;
     h.wait_for(WAIT, "transaction started", |v| {
         v.connector(1).unwrap().transaction_id.is_some()
     })
@@ -639,18 +622,7 @@ async fn a_session_made_entirely_offline_gets_its_transaction_id_on_replay() {
     .await
     .unwrap();
     h.wait_for(WAIT, "offline", |v| !v.connected).await.unwrap();
-    h.send(Command::PlugIn {
-        connector: 2,
-        vehicle: ev(50.0),
-    })
-    .await
-    .unwrap();
-    h.send(Command::PresentIdTag {
-        connector: 2,
-        id_tag: "TAG-OFF".into(),
-    })
-    .await
-    .unwrap();
+    plug_in_and_present(&mut h, 2, 50.0, "TAG-OFF").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     h.send(Command::Unplug { connector: 2 }).await.unwrap();
     h.wait_for(WAIT, "session finished", |v| v.sessions_finished == 1)
@@ -729,18 +701,7 @@ async fn a_lost_answer_is_retransmitted_with_the_same_message_id() {
 async fn a_power_cycle_mid_session_reboots_and_reports_the_stop_as_power_loss() {
     let csms = FakeCsms::start().await;
     let (mut h, rec) = start(&csms, config("CP-PWR", 600.0)).await;
-    h.send(Command::PlugIn {
-        connector: 1,
-        vehicle: ev(30.0),
-    })
-    .await
-    .unwrap();
-    h.send(Command::PresentIdTag {
-        connector: 1,
-        id_tag: "TAG-P".into(),
-    })
-    .await
-    .unwrap();
+    plug_in_and_present(&mut h, 1, 30.0, "TAG-P").await;
     h.wait_for(WAIT, "transaction started", |v| {
         v.connector(1).unwrap().transaction_id.is_some()
     })
@@ -769,18 +730,7 @@ async fn a_charger_never_has_more_than_one_call_outstanding_even_with_a_slow_ser
     // Answers take 150 ms while MeterValues are due every 100 ms: they must queue, not overlap.
     let csms = FakeCsms::start_with(300, Duration::from_millis(150)).await;
     let (mut h, rec) = start(&csms, config("CP-SLOW", 600.0)).await;
-    h.send(Command::PlugIn {
-        connector: 1,
-        vehicle: ev(20.0),
-    })
-    .await
-    .unwrap();
-    h.send(Command::PresentIdTag {
-        connector: 1,
-        id_tag: "TAG-S".into(),
-    })
-    .await
-    .unwrap();
+    plug_in_and_present(&mut h, 1, 20.0, "TAG-S").await;
     h.wait_for(WAIT, "transaction started", |v| {
         v.connector(1).unwrap().transaction_id.is_some()
     })
