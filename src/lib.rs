@@ -10,7 +10,9 @@ pub mod charger;
 pub mod config;
 pub mod engine;
 pub mod metrics;
-pub mod ocpp;
+/// OCPP-J 1.6 on the wire, shared with the charger simulator: the `ocpp-j`
+/// crate (`protocol/`), under the name the server's modules use.
+pub use ocpp_j as ocpp;
 pub mod payments;
 pub mod state;
 pub mod store;

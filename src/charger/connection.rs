@@ -11,8 +11,9 @@ use super::handlers::ChargerContext;
 use super::registry::{Attachment, Command};
 use super::CommandError;
 use crate::ocpp::frame::{self, Frame, FrameError};
+use crate::ocpp::schema::{self, Receiver};
 use crate::ocpp::time::now_ms;
-use crate::ocpp::{action, schema, Call, CallError, ErrorCode};
+use crate::ocpp::{Call, CallError, ErrorCode};
 use crate::state::AppState;
 use crate::store::{Direction, NewLogEntry, RegistrationStatus};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -260,7 +261,7 @@ impl Connection {
                 };
                 // Unknown actions are counted under one label: a charger
                 // must not be able to grow the metric's series at will.
-                let action = if action::is_ocpp16_action(&call.action) {
+                let action = if crate::ocpp::action::is_ocpp16_action(&call.action) {
                     call.action.as_str()
                 } else {
                     "(unknown)"
@@ -334,19 +335,7 @@ impl Connection {
 
     /// The answer to one CALL: validated, gated by registration, handled.
     async fn answer(&mut self, call: &Call) -> Result<Value, CallError> {
-        if !action::is_ocpp16_action(&call.action) {
-            return Err(CallError::new(
-                ErrorCode::NotImplemented,
-                format!("Unknown action {}", call.action),
-            ));
-        }
-        if !action::is_charger_to_server(&call.action) {
-            return Err(CallError::new(
-                ErrorCode::NotSupported,
-                format!("{} is not accepted from a charger", call.action),
-            ));
-        }
-        schema::validate_request(&call.action, &call.payload)?;
+        schema::check_call(Receiver::CentralSystem, &call.action, &call.payload)?;
         if call.action != "BootNotification"
             && self.context.registration != Some(RegistrationStatus::Accepted)
         {
