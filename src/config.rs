@@ -189,8 +189,7 @@ fn parse_price(text: &str) -> Result<i64, String> {
 }
 
 fn parse_currency_arg(text: &str) -> Result<String, String> {
-    crate::engine::money::parse_currency(text)
-        .ok_or_else(|| format!("{text:?} is not a three-letter currency code"))
+    crate::engine::money::parse_currency(text).map_err(|e| format!("{text:?}: {e}"))
 }
 
 /// A byte count within `min..=max`.
