@@ -366,7 +366,7 @@ async fn put_user(
     };
     state.store.upsert_user(&user).await.map_err(|e| {
         // Two requests racing for one email: the unique index decides.
-        if format!("{e:#}").to_lowercase().contains("unique") {
+        if crate::store::is_unique_violation(&e) {
             ApiError::new(
                 StatusCode::CONFLICT,
                 "EMAIL_TAKEN",
