@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sha3::{Digest, Keccak256};
 
-use super::decimal::{scale_to_minor, BigUint, Decimal, DecimalError};
+use super::decimal::{parse_hex, scale_to_minor, BigUint, Decimal, DecimalError};
 
 /// `balanceOf(address)`: the first four bytes of keccak256("balanceOf(address)").
 const BALANCE_OF_SELECTOR: &str = "70a08231";
@@ -459,7 +459,7 @@ fn parse_quantity(s: &str) -> Result<BigUint, EvmError> {
             digits.len()
         )));
     }
-    BigUint::from_hex(s)
+    parse_hex(s)
         .map_err(|e| EvmError::Malformed(format!("the balance {} {e}", excerpt(s.as_bytes()))))
 }
 
@@ -483,7 +483,7 @@ fn parse_uint256_data(s: &str, contract: &EvmAddress) -> Result<BigUint, EvmErro
             digits.len()
         )));
     }
-    BigUint::from_hex(s).map_err(|e| EvmError::Malformed(format!("the token balance {e}")))
+    parse_hex(s).map_err(|e| EvmError::Malformed(format!("the token balance {e}")))
 }
 
 fn excerpt(bytes: &[u8]) -> String {
@@ -626,7 +626,7 @@ mod tests {
 
     #[test]
     fn results_are_checked_for_shape() {
-        assert_eq!(parse_quantity("0x0").unwrap().to_u128(), Some(0));
+        assert_eq!(parse_quantity("0x0").unwrap(), BigUint::from(0u32));
         assert!(matches!(parse_quantity("12"), Err(EvmError::Malformed(_))));
         assert!(matches!(
             parse_quantity("0xzz"),
@@ -639,8 +639,8 @@ mod tests {
         let contract = EvmAddress::parse(&format!("0x{}", "a".repeat(40))).unwrap();
         let word = format!("0x{:064x}", 42);
         assert_eq!(
-            parse_uint256_data(&word, &contract).unwrap().to_u128(),
-            Some(42)
+            parse_uint256_data(&word, &contract).unwrap(),
+            BigUint::from(42u32)
         );
         let err = parse_uint256_data("0x", &contract).unwrap_err();
         assert!(err.to_string().contains("returned no data"), "{err}");
