@@ -264,8 +264,7 @@ fn parse_price(text: &str) -> Result<i64, String> {
 }
 
 fn parse_currency_arg(text: &str) -> Result<String, String> {
-    crate::engine::money::parse_currency(text)
-        .ok_or_else(|| format!("{text:?} is not a three-letter currency code"))
+    crate::engine::money::parse_currency(text).map_err(|e| format!("{text:?}: {e}"))
 }
 
 /// A byte count within `min..=max`.
@@ -280,29 +279,11 @@ pub fn parse_bytes(text: &str, min: usize, max: usize) -> Result<usize, String> 
     Ok(n)
 }
 
-/// `500ms`, `30s`, `5m`, `24h`, `2d`; a bare number is seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 30s, 5m or 24h"))?;
-    let seconds = match unit.trim() {
-        "ms" => return Ok(Duration::from_millis(n)),
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        other => {
-            return Err(format!(
-                "unknown duration unit {other:?} (use ms, s, m, h or d)"
-            ))
-        }
-    };
-    Ok(Duration::from_secs(seconds))
+/// `500ms`, `30s`, `1.5h`, `24h`, `2d`; a bare number is seconds. The same
+/// syntax as the simulator's (the `csms-duration` crate, on `humantime`);
+/// too large a value is an error, never a wrap.
+pub fn parse_duration(text: &str) -> Result<Duration, csms_duration::DurationError> {
+    csms_duration::parse(text)
 }
 
 #[cfg(test)]
@@ -315,8 +296,12 @@ mod tests {
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5y").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        // n * 86_400 used to wrap in u64; now it is an error that says so.
+        let e = parse_duration("213503982334602d").unwrap_err();
+        assert!(e.to_string().contains("too large"), "{e}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ on_both_backends!(
     absurd_operator_and_payment_numbers_are_a_400_and_store_nothing,
     average_power_is_zero_in_the_first_minute,
     a_body_that_is_not_json_is_415_and_changes_nothing,
+    unknown_currencies_and_bad_wallet_checksums_are_a_400_and_store_nothing,
 );
 
 /// Asserts a 400 naming `field`.
@@ -461,5 +462,122 @@ async fn a_body_that_is_not_json_is_415_and_changes_nothing(backend: Backend) {
         .api("GET", &format!("/api/v1/user/{user}/wallet"), t, None)
         .await;
     assert_eq!(wallet["data"], json!([]), "no credit was posted");
+    server.stop().await;
+}
+
+/// Currencies come from the ISO 4217 table: a code it does not know (or one
+/// with no minor unit, like gold) is refused instead of priced with two
+/// digits. A mixed-case wallet address is an EIP-55 checksum and must be
+/// right; one case throughout carries none and is taken as it is.
+async fn unknown_currencies_and_bad_wallet_checksums_are_a_400_and_store_nothing(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.token("ops", "admin");
+    let a = Some(admin.as_str());
+
+    for currency in ["ABC", "XAU", "N1N"] {
+        let (status, reply) = server
+            .api(
+                "PUT",
+                "/api/admin/stations/ST-CURRENCY",
+                a,
+                Some(json!({"name": "Currency", "pricePerKWh": 10, "currency": currency})),
+            )
+            .await;
+        assert_rejected(status, &reply, "currency");
+        assert!(
+            reply["details"]["reason"]
+                .as_str()
+                .is_some_and(|m| m.contains(currency) || m.contains("three-letter")),
+            "{reply}"
+        );
+    }
+    let (status, _) = server
+        .api("GET", "/api/admin/stations/ST-CURRENCY", a, None)
+        .await;
+    assert_eq!(status, 404, "nothing was stored");
+    // Minor units from the table: three for KWD.
+    let (status, reply) = server
+        .api(
+            "PUT",
+            "/api/admin/stations/ST-CURRENCY",
+            a,
+            Some(json!({"name": "Currency", "pricePerKWh": 10, "currency": "kwd"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+
+    let (user, token) = server.register("checksum@example.com").await;
+    let wrong = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD";
+    let (status, reply) = server
+        .api(
+            "POST",
+            &format!("/api/admin/users/{user}/wallet/credit"),
+            a,
+            Some(json!({"amount": 50, "currency": "XYZ"})),
+        )
+        .await;
+    assert_rejected(status, &reply, "currency");
+    let (status, reply) = server
+        .api(
+            "POST",
+            &format!("/api/admin/users/{user}/wallet/credit"),
+            a,
+            Some(json!({"amount": 50, "currency": "NGN", "walletAddress": wrong})),
+        )
+        .await;
+    assert_rejected(status, &reply, "walletAddress");
+    assert!(reply.to_string().contains("EIP-55"), "{reply}");
+    let (_, wallet) = server
+        .api(
+            "GET",
+            &format!("/api/v1/user/{user}/wallet"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(wallet["data"], json!([]), "no credit was posted");
+
+    let (status, reply) = server
+        .api(
+            "POST",
+            "/api/v1/session/start",
+            Some(&token),
+            Some(
+                json!({"userId": user, "chargerId": DEMO, "walletAddress": wrong,
+                        "chain": "ledger", "expectedMaxCost": 10}),
+            ),
+        )
+        .await;
+    assert_rejected(status, &reply, "walletAddress");
+    let (_, checks) = server
+        .api(
+            "GET",
+            &format!("/api/v1/user/{user}/balance-checks"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(checks["data"], json!([]), "no balance check was recorded");
+
+    // The right checksum, all lower case and all upper case are one wallet.
+    for (i, address) in [
+        "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+        "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed",
+        "0x5AAEB6053F3E94C9B9A09F33669435E7EF1BEAED",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, reply) = server
+            .api(
+                "POST",
+                &format!("/api/admin/users/{user}/wallet/credit"),
+                a,
+                Some(json!({"amount": 50, "currency": "NGN", "walletAddress": address})),
+            )
+            .await;
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!(reply["data"]["balance"], json!(50 * (i + 1)), "{reply}");
+    }
     server.stop().await;
 }

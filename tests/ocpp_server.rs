@@ -23,6 +23,7 @@ on_both_backends!(
     callerror_codes_follow_the_ocpp_j_table,
     garbage_frames_do_not_close_the_connection,
     basic_auth_is_required_when_the_charger_has_a_password,
+    the_basic_auth_scheme_is_read_in_any_case,
     a_second_connection_replaces_the_first,
     commands_reach_the_charger_and_time_out_when_it_is_silent,
     unknown_chargers_follow_the_configured_policy,
@@ -594,6 +595,54 @@ async fn basic_auth_is_required_when_the_charger_has_a_password(backend: Backend
         statuses.push(refused_status(e));
     }
     assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    server.stop().await;
+}
+
+/// RFC 7617: the scheme name is case-insensitive, and some chargers send
+/// `basic` or `BASIC`.
+async fn the_basic_auth_scheme_is_read_in_any_case(backend: Backend) {
+    use base64::Engine;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let server = TestServer::start(backend).await;
+    let hash = csms::charger::auth::hash_password("correct-horse-battery-staple");
+    server
+        .state
+        .store
+        .provision_charger("CP-CASE", None, Some(Some(hash)))
+        .await
+        .unwrap();
+    let url = server.ws_url("CP-CASE");
+    let connect = |scheme: &'static str, password: &'static str| {
+        let url = url.clone();
+        async move {
+            let mut request = url.into_client_request().unwrap();
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("CP-CASE:{password}"));
+            request.headers_mut().insert(
+                "Authorization",
+                format!("{scheme} {token}").parse().unwrap(),
+            );
+            request
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", "ocpp1.6".parse().unwrap());
+            tokio_tungstenite::connect_async(request).await
+        }
+    };
+    for scheme in ["basic", "BASIC", "Basic"] {
+        let (socket, _) = connect(scheme, "correct-horse-battery-staple")
+            .await
+            .unwrap_or_else(|e| panic!("{scheme}: {e}"));
+        let mut charger = TestCharger::from_socket(socket);
+        let boot = charger
+            .call(
+                "BootNotification",
+                json!({"chargePointVendor": "V", "chargePointModel": "M"}),
+            )
+            .await;
+        assert!(boot["status"].is_string(), "{scheme}: {boot}");
+    }
+    let wrong = connect("basic", "wrong").await.unwrap_err();
+    assert_eq!(refused_status(wrong), 401);
     server.stop().await;
 }
 

@@ -112,7 +112,7 @@ async fn a_native_balance_is_rounded_down_never_up() {
         Ok(399_999)
     );
     let raw = native(node.url(), "1").balance_raw(&wallet).await.unwrap();
-    assert_eq!(raw.to_u128(), Some(2 * ETH - 1));
+    assert_eq!(u128::try_from(&raw).ok(), Some(2 * ETH - 1));
 }
 
 #[tokio::test]

@@ -331,28 +331,10 @@ pub async fn run_steps(
     Ok(())
 }
 
-/// Parses `500ms`, `30s`, `10m`, `2h`, `1d` or a plain number of seconds.
-pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: f64 = number
-        .parse()
-        .with_context(|| format!("bad duration {s:?}"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86_400.0,
-        _ => bail!("bad duration unit in {s:?} (use ms, s, m, h or d)"),
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        bail!("bad duration {s:?}");
-    }
-    Ok(Duration::from_secs_f64(secs))
+/// Parses `500ms`, `30s`, `10m`, `1.5h`, `1d` or a plain number of seconds:
+/// the server's syntax (the `csms-duration` crate, on `humantime`).
+pub fn parse_duration(s: &str) -> Result<Duration, csms_duration::DurationError> {
+    csms_duration::parse(s)
 }
 
 /// Reads a scenario file (see the module documentation and the README).
@@ -496,6 +478,11 @@ mod tests {
         assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("5 parsecs").is_err());
+        // The server's syntax, from the shared crate: fractions, and overflow
+        // as an error.
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2.5").unwrap(), Duration::from_millis(2500));
+        assert!(parse_duration("213503982334602d").is_err());
     }
 
     #[test]

@@ -151,9 +151,8 @@ async fn put_station(
                 format!("pricePerKWh must be a number from 0 to {MAX_PRICE_PER_KWH} with at most 6 decimals"),
             )
         })?;
-    let currency = parse_currency(&body.string("currency")?).ok_or_else(|| {
-        ApiError::invalid("currency", "currency must be a three-letter ISO 4217 code")
-    })?;
+    let currency = parse_currency(&body.string("currency")?)
+        .map_err(|e| ApiError::invalid("currency", e.to_string()))?;
     let password = body.opt_secret("ocppPassword")?;
     if let Some(p) = &password {
         // OCPP's AuthorizationKey is 16 to 40 characters; allow a little slack below.
@@ -367,7 +366,7 @@ async fn put_user(
     };
     state.store.upsert_user(&user).await.map_err(|e| {
         // Two requests racing for one email: the unique index decides.
-        if format!("{e:#}").to_lowercase().contains("unique") {
+        if crate::store::is_unique_violation(&e) {
             ApiError::new(
                 StatusCode::CONFLICT,
                 "EMAIL_TAKEN",

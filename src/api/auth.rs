@@ -311,7 +311,7 @@ pub mod routes {
         };
         state.store.upsert_user(&user).await.map_err(|e| {
             // Two registrations racing for one email: the unique index decides.
-            if format!("{e:#}").to_lowercase().contains("unique") {
+            if crate::store::is_unique_violation(&e) {
                 ApiError::new(
                     StatusCode::CONFLICT,
                     "EMAIL_TAKEN",

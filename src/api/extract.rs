@@ -259,41 +259,28 @@ impl Fields {
     }
 }
 
-/// The query string as name → value, with typed getters that refuse
-/// malformed values.
+/// The query string as name → value (decoded by `serde_urlencoded`, through
+/// axum's `Query`; a name given twice keeps its last value), with typed
+/// getters that refuse malformed values with a 400 naming the parameter.
 pub struct Query(pub std::collections::HashMap<String, String>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Query {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let query = parts.uri.query().unwrap_or("");
-        let pairs: Vec<(String, String)> = serde_urlencoded_pairs(query).map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "INVALID_QUERY",
-                "Query string is malformed",
-            )
-        })?;
+        let axum::extract::Query(pairs) =
+            axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&parts.uri).map_err(
+                |e| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "INVALID_QUERY",
+                        "Query string is malformed",
+                    )
+                    .with_details(serde_json::json!({ "reason": e.body_text() }))
+                },
+            )?;
         Ok(Query(pairs.into_iter().collect()))
     }
-}
-
-fn serde_urlencoded_pairs(query: &str) -> Result<Vec<(String, String)>, ()> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let decode = |s: &str| {
-                percent_encoding::percent_decode_str(&s.replace('+', " "))
-                    .decode_utf8()
-                    .map(|c| c.into_owned())
-                    .map_err(|_| ())
-            };
-            Ok((decode(k)?, decode(v)?))
-        })
-        .collect()
 }
 
 impl Query {
@@ -330,7 +317,39 @@ impl Query {
 
 #[cfg(test)]
 mod tests {
-    use super::is_json_media_type;
+    use super::{is_json_media_type, Query};
+    use axum::extract::FromRequestParts;
+
+    async fn query(uri: &str) -> Query {
+        let (mut parts, ()) = axum::http::Request::get(uri).body(()).unwrap().into_parts();
+        Query::from_request_parts(&mut parts, &()).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn query_strings_are_decoded_and_read_by_name() {
+        let q = query("/x?filter=this%2Dmonth&a+b=c%20d&limit=5&limit=7&empty=&bare").await;
+        assert_eq!(q.get("filter"), Some("this-month"));
+        assert_eq!(q.get("a b"), Some("c d"));
+        assert_eq!(q.get("empty"), Some(""));
+        assert_eq!(q.get("bare"), Some(""));
+        assert_eq!(q.get("missing"), None);
+        assert_eq!(
+            q.integer("limit", 50, 1, 100).unwrap(),
+            7,
+            "the last one wins"
+        );
+        assert_eq!(q.integer("empty", 50, 1, 100).unwrap(), 50);
+        assert_eq!(q.integer("offset", 0, 0, i64::MAX).unwrap(), 0);
+        assert!(query("/x").await.0.is_empty());
+
+        let q = query("/x?limit=abc&offset=-1&big=500").await;
+        for (name, min) in [("limit", 1), ("offset", 0)] {
+            let e = q.integer(name, 0, min, 100).unwrap_err();
+            assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
+            assert_eq!(e.details["field"], name);
+        }
+        assert_eq!(q.integer("big", 0, 1, 100).unwrap(), 100, "clamped");
+    }
 
     #[test]
     fn json_media_types_are_recognised() {

@@ -124,6 +124,7 @@ async fn start(State(state): State<AppState>, user: AuthUser, Body(body): Body) 
                 "walletAddress or chain is too long",
             ));
         }
+        check_wallet_checksum(&request.wallet_address)?;
         if !request.metadata.is_object() {
             return Err(ApiError::invalid("metadata", "metadata must be an object"));
         }
@@ -374,9 +375,8 @@ async fn credit(
     Path(user_id): Path<String>,
     Body(body): Body,
 ) -> ApiResult<Json<Value>> {
-    let currency = parse_currency(&body.string("currency")?).ok_or_else(|| {
-        ApiError::invalid("currency", "currency must be a three-letter ISO 4217 code")
-    })?;
+    let currency = parse_currency(&body.string("currency")?)
+        .map_err(|e| ApiError::invalid("currency", e.to_string()))?;
     let amount_value = body
         .raw("amount")
         .ok_or_else(|| ApiError::invalid("amount", "amount is required"))?;
@@ -397,6 +397,7 @@ async fn credit(
             "walletAddress is too long",
         ));
     }
+    check_wallet_checksum(&wallet)?;
     state.store.ensure_user(&user_id).await?;
     let balance = state
         .payments
@@ -405,6 +406,20 @@ async fn credit(
     Ok(ok(
         json!({ "userId": user_id, "walletAddress": wallet.to_lowercase(), "currency": currency, "balance": major_json(balance, &currency) }),
     ))
+}
+
+/// A wallet written as an EVM address in mixed case claims an EIP-55
+/// checksum; a wrong one is a typo, refused before anything is read or
+/// credited. Anything else is left to the wallet's provider (a ledger
+/// wallet may be any name; the EVM provider reports what it cannot read).
+fn check_wallet_checksum(wallet: &str) -> ApiResult<()> {
+    match crate::payments::evm::EvmAddress::parse(wallet) {
+        Err(e @ crate::payments::evm::AddressError::BadChecksum) => Err(ApiError::invalid(
+            "walletAddress",
+            format!("walletAddress {wallet:?}: {e}"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn escape(text: &str) -> String {

@@ -2,7 +2,9 @@
 //! with the charger's identity as user name), and a limiter that makes a
 //! flood of bad passwords cost the attacker, never an honest charger.
 
-use base64::Engine;
+use axum::http::HeaderMap;
+use headers::authorization::{Authorization, Basic};
+use headers::HeaderMapExt;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::hash::{BuildHasher, RandomState};
@@ -48,19 +50,12 @@ fn digest(salt: &[u8], password: &str) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
-/// Reads `Authorization: Basic base64(user:password)`.
-pub fn parse_basic(header: &str) -> Option<(String, String)> {
-    let encoded = header
-        .trim()
-        .strip_prefix("Basic ")
-        .or_else(|| header.trim().strip_prefix("basic "))?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    // OCPP allows any bytes in the key; read it as UTF-8 where it is.
-    let text = String::from_utf8(decoded).ok()?;
-    let (user, password) = text.split_once(':')?;
-    Some((user.to_owned(), password.to_owned()))
+/// The `Authorization: Basic base64(user:password)` a charger presents, read
+/// by the `headers` crate (the scheme in any case, as RFC 7617 allows).
+/// `None` when it is missing or unreadable. OCPP allows any bytes in the
+/// key; only UTF-8 ones can be compared with what is stored.
+pub fn basic_credentials(headers: &HeaderMap) -> Option<Authorization<Basic>> {
+    headers.typed_get::<Authorization<Basic>>()
 }
 
 /// Counts failed handshakes per key (an identity, an address) so that a
@@ -219,12 +214,23 @@ mod tests {
     }
 
     #[test]
-    fn basic_auth_headers_are_read() {
-        assert_eq!(
-            parse_basic("Basic Q1AwMDE6cGFzczp3b3Jk"),
-            Some(("CP001".into(), "pass:word".into()))
-        );
-        assert_eq!(parse_basic("Bearer abc"), None);
+    fn basic_auth_headers_are_read_whatever_the_scheme_s_case() {
+        let read = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(axum::http::header::AUTHORIZATION, value.parse().unwrap());
+            basic_credentials(&headers).map(|a| (a.username().to_owned(), a.password().to_owned()))
+        };
+        for scheme in ["Basic", "basic", "BASIC", "bAsIc"] {
+            assert_eq!(
+                read(&format!("{scheme} Q1AwMDE6cGFzczp3b3Jk")),
+                Some(("CP001".into(), "pass:word".into())),
+                "{scheme}"
+            );
+        }
+        assert_eq!(read("Bearer abc"), None);
+        assert_eq!(read("Basic !!!"), None, "not base64");
+        assert_eq!(read("Basic Q1AwMDE="), None, "no colon");
+        assert!(basic_credentials(&HeaderMap::new()).is_none());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! decided before the upgrade, so a refused charger never gets to send a
 //! single OCPP message.
 
-use super::auth::{address_key, parse_basic, verify_password, FailureLimiter};
+use super::auth::{address_key, basic_credentials, verify_password, FailureLimiter};
 use super::connection;
 use super::registry::ConnectionInfo;
 use crate::config::UnknownChargers;
@@ -151,11 +151,8 @@ async fn handshake(
         }
         Some(charger) => {
             if let Some(hash) = &charger.password_hash {
-                let presented = headers
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(parse_basic);
-                let ok = matches!(&presented, Some((user, password)) if *user == charger_id && verify_password(password, hash));
+                let presented = basic_credentials(&headers);
+                let ok = matches!(&presented, Some(auth) if auth.username() == charger_id && verify_password(auth.password(), hash));
                 if !ok {
                     // Logged while under the limit; past it, a flood would
                     // only fill the log.

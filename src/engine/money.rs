@@ -2,23 +2,44 @@
 //! 4217 currency, prices are integer millionths of a major unit per kWh, and
 //! a cost is rounded once, half up, the way a receipt is.
 
+use iso_currency::Currency;
 use serde_json::Value;
 
-/// Digits after the decimal point of an ISO 4217 currency. Currencies not
-/// listed use two, the common case.
+/// Digits after the decimal point of an ISO 4217 currency, from the ISO
+/// table (`iso_currency`). Every code that enters the system (an operator's
+/// station, a wallet credit, `CSMS_DEFAULT_CURRENCY`) went through
+/// [`parse_currency`], which refuses codes the table does not know; the
+/// fallback of two digits is only for a row written before that check.
 pub fn minor_digits(currency: &str) -> u32 {
-    match currency {
-        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX"
-        | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
-        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
-        _ => 2,
-    }
+    Currency::from_code(currency)
+        .and_then(|c| c.exponent())
+        .map_or(2, u32::from)
 }
 
-/// A currency code: three ASCII capitals.
-pub fn parse_currency(text: &str) -> Option<String> {
+/// Why a text is not a currency this system can keep money in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CurrencyError {
+    #[error("currency must be a three-letter ISO 4217 code")]
+    NotACode,
+    #[error("currency {0} is not an ISO 4217 currency code")]
+    Unknown(String),
+    #[error("currency {0} has no minor unit in ISO 4217 (it is not money one can pay in)")]
+    NoMinorUnit(String),
+}
+
+/// A currency code: three letters naming an ISO 4217 currency that has a
+/// minor unit (so `XAU`, gold, and `XXX`, no currency, are refused).
+/// Upper-cased: `ngn` is `NGN`.
+pub fn parse_currency(text: &str) -> Result<String, CurrencyError> {
     let upper = text.trim().to_ascii_uppercase();
-    (upper.len() == 3 && upper.bytes().all(|b| b.is_ascii_uppercase())).then_some(upper)
+    if upper.len() != 3 || !upper.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(CurrencyError::NotACode);
+    }
+    let currency = Currency::from_code(&upper).ok_or(CurrencyError::Unknown(upper.clone()))?;
+    if currency.exponent().is_none() {
+        return Err(CurrencyError::NoMinorUnit(upper));
+    }
+    Ok(upper)
 }
 
 pub const MICROS: i128 = 1_000_000;
@@ -206,9 +227,30 @@ mod tests {
         assert_eq!(parse_price_micros(&json!("abc")), None);
         assert_eq!(parse_amount_minor(&json!(5000), "NGN"), Some(500_000));
         assert_eq!(parse_amount_minor(&json!("10.5"), "JPY"), None);
-        assert_eq!(parse_currency("ngn").as_deref(), Some("NGN"));
-        assert_eq!(parse_currency("NAIRA"), None);
+        assert_eq!(parse_currency("ngn").as_deref(), Ok("NGN"));
+        assert_eq!(parse_currency("NAIRA"), Err(CurrencyError::NotACode));
         assert_eq!(price_json(165_000_000), json!(165));
         assert_eq!(price_json(350_000), json!(0.35));
+    }
+
+    #[test]
+    fn currencies_come_from_the_iso_table() {
+        assert_eq!(minor_digits("EUR"), 2);
+        assert_eq!(minor_digits("CLF"), 4);
+        assert_eq!(minor_digits("BHD"), 3);
+        assert_eq!(minor_digits("ISK"), 0);
+        assert_eq!(parse_currency(" eur ").as_deref(), Ok("EUR"));
+        assert_eq!(
+            parse_currency("ABC"),
+            Err(CurrencyError::Unknown("ABC".into()))
+        );
+        assert_eq!(
+            parse_currency("xau"),
+            Err(CurrencyError::NoMinorUnit("XAU".into()))
+        );
+        assert_eq!(parse_currency("E1R"), Err(CurrencyError::NotACode));
+        assert!(CurrencyError::Unknown("ABC".into())
+            .to_string()
+            .contains("not an ISO 4217"));
     }
 }

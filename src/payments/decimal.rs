@@ -8,8 +8,9 @@
 //!
 //! - [`Decimal`]: a non-negative decimal parsed from a string, kept as an
 //!   integer mantissa and a power-of-ten scale (`2500.50` = 250050 × 10⁻²).
-//! - [`BigUint`]: an unsigned integer of any size (little-endian `u32` limbs)
-//!   with only the operations the conversion needs.
+//! - [`BigUint`]: `num-bigint`'s unsigned integer of any size, for balances
+//!   multiplied by rates and powers of ten; [`parse_hex`] reads one from
+//!   JSON-RPC hex.
 //! - [`scale_to_minor`]: `amount / 10^decimals × rate`, in minor units of the
 //!   fiat currency, rounded down.
 //!
@@ -177,16 +178,7 @@ pub fn format_minor_units(minor: i128, minor_digits: u32) -> String {
     format!("{sign}{d}")
 }
 
-/// An unsigned integer of arbitrary size, just big enough in features for
-/// 256-bit chain balances multiplied by rates and powers of ten.
-///
-/// Limbs are little-endian `u32`s so every intermediate product fits a `u64`.
-/// There is no trailing-zero-limb invariant; comparisons go through
-/// [`BigUint::to_u128`].
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct BigUint {
-    limbs: Vec<u32>,
-}
+pub use num_bigint::BigUint;
 
 /// Why a string is not a hexadecimal number.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -199,146 +191,26 @@ pub enum HexError {
     InvalidCharacter(char),
 }
 
-impl BigUint {
-    pub fn zero() -> Self {
-        BigUint { limbs: Vec::new() }
+/// Parses Ethereum JSON-RPC hex (`"0x1bc16d674ec80000"`), any length.
+/// Leading zeros are allowed (DATA values are zero-padded; QUANTITY values
+/// are not, and both mean the same number here). Only hex digits: the
+/// `_` separators `num-bigint` would take are refused.
+pub fn parse_hex(s: &str) -> Result<BigUint, HexError> {
+    let digits = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .ok_or(HexError::MissingPrefix)?;
+    if digits.is_empty() {
+        return Err(HexError::Empty);
     }
+    if let Some(bad) = digits.chars().find(|c| !c.is_ascii_hexdigit()) {
+        return Err(HexError::InvalidCharacter(bad));
+    }
+    BigUint::parse_bytes(digits.as_bytes(), 16).ok_or(HexError::Empty)
+}
 
-    pub fn from_u128(v: u128) -> Self {
-        let mut limbs = Vec::with_capacity(4);
-        let mut v = v;
-        while v != 0 {
-            limbs.push(v as u32);
-            v >>= 32;
-        }
-        BigUint { limbs }
-    }
-
-    /// Parses Ethereum JSON-RPC hex (`"0x1bc16d674ec80000"`), any length.
-    /// Leading zeros are allowed (DATA values are zero-padded; QUANTITY
-    /// values are not, and both mean the same number here).
-    pub fn from_hex(s: &str) -> Result<Self, HexError> {
-        let digits = s
-            .strip_prefix("0x")
-            .or_else(|| s.strip_prefix("0X"))
-            .ok_or(HexError::MissingPrefix)?;
-        if digits.is_empty() {
-            return Err(HexError::Empty);
-        }
-        let mut limbs = Vec::with_capacity(digits.len() / 8 + 1);
-        let bytes = digits.as_bytes();
-        // Walk from the least significant end, eight nibbles per limb.
-        let mut end = bytes.len();
-        while end > 0 {
-            let start = end.saturating_sub(8);
-            let mut limb: u32 = 0;
-            for &b in &bytes[start..end] {
-                let nibble = (b as char)
-                    .to_digit(16)
-                    .ok_or(HexError::InvalidCharacter(b as char))?;
-                limb = (limb << 4) | nibble;
-            }
-            limbs.push(limb);
-            end = start;
-        }
-        Ok(BigUint { limbs })
-    }
-
-    pub fn is_zero(&self) -> bool {
-        self.limbs.iter().all(|&l| l == 0)
-    }
-
-    /// `self × rhs`, schoolbook; operands here are a few limbs long.
-    pub fn mul(&self, rhs: &BigUint) -> BigUint {
-        if self.is_zero() || rhs.is_zero() {
-            return BigUint::zero();
-        }
-        let mut out = vec![0u32; self.limbs.len() + rhs.limbs.len()];
-        for (i, &a) in self.limbs.iter().enumerate() {
-            let mut carry: u64 = 0;
-            for (j, &b) in rhs.limbs.iter().enumerate() {
-                let cur = u64::from(out[i + j]) + u64::from(a) * u64::from(b) + carry;
-                out[i + j] = cur as u32;
-                carry = cur >> 32;
-            }
-            // Propagate the row's carry. An m-limb times an n-limb number
-            // fits in m + n limbs, so `k` stays in bounds.
-            let mut k = i + rhs.limbs.len();
-            while carry != 0 {
-                let cur = u64::from(out[k]) + carry;
-                out[k] = cur as u32;
-                carry = cur >> 32;
-                k += 1;
-            }
-        }
-        BigUint { limbs: out }
-    }
-
-    fn mul_small(&mut self, m: u32) {
-        let mut carry: u64 = 0;
-        for limb in &mut self.limbs {
-            let cur = u64::from(*limb) * u64::from(m) + carry;
-            *limb = cur as u32;
-            carry = cur >> 32;
-        }
-        if carry != 0 {
-            self.limbs.push(carry as u32);
-        }
-    }
-
-    /// Floor division by a small divisor, in place.
-    fn div_small(&mut self, d: u32) {
-        debug_assert!(d != 0);
-        let mut rem: u64 = 0;
-        for limb in self.limbs.iter_mut().rev() {
-            let cur = (rem << 32) | u64::from(*limb);
-            *limb = (cur / u64::from(d)) as u32;
-            rem = cur % u64::from(d);
-        }
-    }
-
-    /// `self × 10^exp`.
-    pub fn mul_pow10(mut self, mut exp: u32) -> BigUint {
-        while exp >= 9 {
-            self.mul_small(1_000_000_000);
-            exp -= 9;
-        }
-        if exp > 0 {
-            self.mul_small(10u32.pow(exp));
-        }
-        self
-    }
-
-    /// `floor(self / 10^exp)`. Successive floor divisions equal one floor
-    /// division by the product, so chunking by 10⁹ is exact.
-    pub fn div_pow10(mut self, mut exp: u32) -> BigUint {
-        while exp >= 9 {
-            if self.is_zero() {
-                return self;
-            }
-            self.div_small(1_000_000_000);
-            exp -= 9;
-        }
-        if exp > 0 {
-            self.div_small(10u32.pow(exp));
-        }
-        self
-    }
-
-    /// The value as a `u128`, or `None` if it does not fit.
-    pub fn to_u128(&self) -> Option<u128> {
-        let mut v: u128 = 0;
-        for (i, &limb) in self.limbs.iter().enumerate() {
-            if limb == 0 {
-                continue;
-            }
-            if i >= 4 {
-                return None;
-            }
-            v |= u128::from(limb) << (32 * i);
-        }
-        Some(v)
-    }
+fn pow10(exp: u32) -> BigUint {
+    BigUint::from(10u32).pow(exp)
 }
 
 /// Converts `amount` smallest units of an asset with `amount_decimals`
@@ -356,11 +228,10 @@ pub fn scale_to_minor(
     rate: &Decimal,
     minor_digits: u32,
 ) -> Option<i128> {
-    let numerator = amount
-        .mul(&BigUint::from_u128(rate.mantissa()))
-        .mul_pow10(minor_digits);
-    let minor = numerator.div_pow10(amount_decimals.checked_add(rate.scale())?);
-    minor.to_u128().and_then(|v| i128::try_from(v).ok())
+    let numerator = amount * BigUint::from(rate.mantissa()) * pow10(minor_digits);
+    // Integer division of unsigned numbers is floor division.
+    let minor = numerator / pow10(amount_decimals.checked_add(rate.scale())?);
+    i128::try_from(&minor).ok()
 }
 
 #[cfg(test)]
@@ -451,47 +322,38 @@ mod tests {
         assert_eq!(format_minor_units(7, 0), "7");
     }
 
-    #[test]
-    fn parses_hex_of_any_width() {
-        assert_eq!(BigUint::from_hex("0x0").unwrap().to_u128(), Some(0));
-        assert_eq!(
-            BigUint::from_hex("0x1bc16d674ec80000").unwrap().to_u128(),
-            Some(2_000_000_000_000_000_000)
-        );
-        let padded = format!("0x{:064x}", 1_000_000u64);
-        assert_eq!(
-            BigUint::from_hex(&padded).unwrap().to_u128(),
-            Some(1_000_000)
-        );
-        let max = format!("0x{}", "f".repeat(64));
-        assert_eq!(BigUint::from_hex(&max).unwrap().to_u128(), None);
-        assert_eq!(BigUint::from_hex("1234"), Err(HexError::MissingPrefix));
-        assert_eq!(BigUint::from_hex("0x"), Err(HexError::Empty));
-        assert_eq!(
-            BigUint::from_hex("0x12g4"),
-            Err(HexError::InvalidCharacter('g'))
-        );
+    fn hex_u128(s: &str) -> Option<u128> {
+        u128::try_from(&parse_hex(s).unwrap()).ok()
     }
 
     #[test]
-    fn multiplies_across_limbs() {
-        let a = BigUint::from_u128(u64::MAX as u128);
-        let b = BigUint::from_u128(u64::MAX as u128);
+    fn parses_hex_of_any_width() {
+        assert_eq!(hex_u128("0x0"), Some(0));
+        assert_eq!(hex_u128("0x00"), Some(0));
         assert_eq!(
-            a.mul(&b).to_u128(),
-            Some((u64::MAX as u128) * (u64::MAX as u128))
+            hex_u128("0x1bc16d674ec80000"),
+            Some(2_000_000_000_000_000_000)
         );
-        let big = BigUint::from_u128(u128::MAX).mul(&BigUint::from_u128(2));
-        assert_eq!(big.to_u128(), None);
-        assert_eq!(big.div_pow10(0).to_u128(), None);
-        let back = BigUint::from_u128(u128::MAX).mul_pow10(20).div_pow10(20);
-        assert_eq!(back.to_u128(), Some(u128::MAX));
+        assert_eq!(
+            hex_u128("0X1BC16D674EC80000"),
+            Some(2_000_000_000_000_000_000)
+        );
+        let padded = format!("0x{:064x}", 1_000_000u64);
+        assert_eq!(hex_u128(&padded), Some(1_000_000));
+        let max = format!("0x{}", "f".repeat(64));
+        assert_eq!(hex_u128(&max), None);
+        assert_eq!(parse_hex(&max).unwrap().bits(), 256);
+        assert_eq!(parse_hex("1234"), Err(HexError::MissingPrefix));
+        assert_eq!(parse_hex("0x"), Err(HexError::Empty));
+        assert_eq!(parse_hex("0x12g4"), Err(HexError::InvalidCharacter('g')));
+        assert_eq!(parse_hex("0x12_34"), Err(HexError::InvalidCharacter('_')));
+        assert_eq!(parse_hex("0x+1"), Err(HexError::InvalidCharacter('+')));
     }
 
     const ETH: u128 = 1_000_000_000_000_000_000;
 
     fn convert(amount: u128, decimals: u32, rate: &str, minor: u32) -> Option<i128> {
-        scale_to_minor(&BigUint::from_u128(amount), decimals, &dec(rate), minor)
+        scale_to_minor(&BigUint::from(amount), decimals, &dec(rate), minor)
     }
 
     #[test]
@@ -532,7 +394,7 @@ mod tests {
     #[test]
     fn huge_values_convert_or_report_overflow() {
         // The largest uint256 in wei at a rate of 1: ~1.16e59 ETH, far past i128 → None.
-        let max = BigUint::from_hex(&format!("0x{}", "f".repeat(64))).unwrap();
+        let max = parse_hex(&format!("0x{}", "f".repeat(64))).unwrap();
         assert_eq!(scale_to_minor(&max, 18, &dec("1"), 2), None);
         // …but with 77 decimals it is about 1.157 whole units → 115 cents.
         assert_eq!(scale_to_minor(&max, 77, &dec("1"), 2), Some(115));

@@ -21,8 +21,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use sha3::{Digest, Keccak256};
 
-use super::decimal::{scale_to_minor, BigUint, Decimal, DecimalError};
+use super::decimal::{parse_hex, scale_to_minor, BigUint, Decimal, DecimalError};
 
 /// `balanceOf(address)`: the first four bytes of keccak256("balanceOf(address)").
 const BALANCE_OF_SELECTOR: &str = "70a08231";
@@ -161,8 +162,9 @@ impl EvmConfig {
 
 /// An EVM account address: `0x` and 40 hex digits, kept in lower case.
 ///
-/// The EIP-55 mixed-case checksum is not verified (that needs keccak256,
-/// which nothing else here uses); any case is accepted.
+/// All lower-case or all upper-case digits carry no checksum and are taken
+/// as they are; mixed case is an EIP-55 checksum and must be right, so a
+/// mistyped address is refused instead of read for someone else's balance.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct EvmAddress(String);
 
@@ -175,6 +177,11 @@ pub enum AddressError {
     WrongLength(usize),
     #[error("expected 0x followed by 40 hex digits, found the non-hex character {0:?}")]
     NonHex(char),
+    #[error(
+        "the mixed-case address does not match its EIP-55 checksum: check it for a typo, \
+         or send it in all lower case"
+    )]
+    BadChecksum,
 }
 
 impl EvmAddress {
@@ -190,7 +197,31 @@ impl EvmAddress {
         if digits.len() != 40 {
             return Err(AddressError::WrongLength(digits.len()));
         }
-        Ok(EvmAddress(format!("0x{}", digits.to_ascii_lowercase())))
+        let address = EvmAddress(format!("0x{}", digits.to_ascii_lowercase()));
+        let has_lower = digits.bytes().any(|b| b.is_ascii_lowercase());
+        let has_upper = digits.bytes().any(|b| b.is_ascii_uppercase());
+        if has_lower && has_upper && address.checksummed()[2..] != *digits {
+            return Err(AddressError::BadChecksum);
+        }
+        Ok(address)
+    }
+
+    /// The EIP-55 form: a hex letter is upper case where the matching
+    /// nibble of keccak256(lower-case hex digits) is 8 or more.
+    pub fn checksummed(&self) -> String {
+        let digits = self.hex_digits();
+        let hash = Keccak256::digest(digits.as_bytes());
+        let mut out = String::with_capacity(42);
+        out.push_str("0x");
+        for (i, c) in digits.chars().enumerate() {
+            let nibble = (hash[i / 2] >> if i % 2 == 0 { 4 } else { 0 }) & 0x0f;
+            out.push(if nibble >= 8 {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            });
+        }
+        out
     }
 
     /// `0x` + 40 lower-case hex digits.
@@ -428,7 +459,7 @@ fn parse_quantity(s: &str) -> Result<BigUint, EvmError> {
             digits.len()
         )));
     }
-    BigUint::from_hex(s)
+    parse_hex(s)
         .map_err(|e| EvmError::Malformed(format!("the balance {} {e}", excerpt(s.as_bytes()))))
 }
 
@@ -452,7 +483,7 @@ fn parse_uint256_data(s: &str, contract: &EvmAddress) -> Result<BigUint, EvmErro
             digits.len()
         )));
     }
-    BigUint::from_hex(s).map_err(|e| EvmError::Malformed(format!("the token balance {e}")))
+    parse_hex(s).map_err(|e| EvmError::Malformed(format!("the token balance {e}")))
 }
 
 fn excerpt(bytes: &[u8]) -> String {
@@ -500,6 +531,39 @@ mod tests {
             EvmAddress::parse("0xz39Fd6e51aad88F6F4ce6aB8827279cffFb92266"),
             Err(AddressError::NonHex('z'))
         );
+    }
+
+    #[test]
+    fn mixed_case_addresses_must_carry_a_right_eip55_checksum() {
+        // The examples of EIP-55 itself.
+        for good in [
+            "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+            "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359",
+            "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB",
+            "0xD1220A0cf47c7B9Be7A2E6BA89F429762e7b9aDb",
+        ] {
+            let a = EvmAddress::parse(good).unwrap();
+            assert_eq!(a.as_str(), good.to_ascii_lowercase());
+            assert_eq!(a.checksummed(), good);
+        }
+        // No checksum to check: one case throughout.
+        for plain in [
+            "0x52908400098527886E0F7030069857D2E4169EE7",
+            "0xde709f2102306220921060314715629080e2fb77",
+            "0X27B1FDB04752BBC536007A920D24ACB045561C26",
+        ] {
+            assert!(EvmAddress::parse(plain).is_ok(), "{plain}");
+        }
+        // One letter's case flipped.
+        assert_eq!(
+            EvmAddress::parse("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD"),
+            Err(AddressError::BadChecksum)
+        );
+        assert_eq!(
+            EvmAddress::parse("0x5AAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"),
+            Err(AddressError::BadChecksum)
+        );
+        assert!(AddressError::BadChecksum.to_string().contains("EIP-55"));
     }
 
     #[test]
@@ -562,7 +626,7 @@ mod tests {
 
     #[test]
     fn results_are_checked_for_shape() {
-        assert_eq!(parse_quantity("0x0").unwrap().to_u128(), Some(0));
+        assert_eq!(parse_quantity("0x0").unwrap(), BigUint::from(0u32));
         assert!(matches!(parse_quantity("12"), Err(EvmError::Malformed(_))));
         assert!(matches!(
             parse_quantity("0xzz"),
@@ -575,8 +639,8 @@ mod tests {
         let contract = EvmAddress::parse(&format!("0x{}", "a".repeat(40))).unwrap();
         let word = format!("0x{:064x}", 42);
         assert_eq!(
-            parse_uint256_data(&word, &contract).unwrap().to_u128(),
-            Some(42)
+            parse_uint256_data(&word, &contract).unwrap(),
+            BigUint::from(42u32)
         );
         let err = parse_uint256_data("0x", &contract).unwrap_err();
         assert!(err.to_string().contains("returned no data"), "{err}");

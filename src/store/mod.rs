@@ -30,6 +30,20 @@ use std::sync::Arc;
 pub use model::*;
 pub use sql::{PostgresStore, SqliteStore};
 
+/// Whether a store error is the database refusing a duplicate key (a unique
+/// index or primary key), on either database, as sqlx classifies it
+/// (`DatabaseError::is_unique_violation`: PostgreSQL's 23505, SQLite's
+/// `SQLITE_CONSTRAINT_UNIQUE` and `_PRIMARYKEY`). Looks through any context
+/// added on the way up.
+pub fn is_unique_violation(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<sqlx::Error>()
+            .and_then(sqlx::Error::as_database_error)
+            .is_some_and(|db| db.is_unique_violation())
+    })
+}
+
 /// Which transactions to list.
 #[derive(Debug, Clone, Default)]
 pub struct TransactionFilter {
@@ -372,5 +386,45 @@ pub async fn connect(url: &str) -> Result<SharedStore> {
         Ok(Arc::new(PostgresStore::open(url).await?))
     } else {
         anyhow::bail!("unsupported database URL {url:?}: expected sqlite://PATH or postgres://...")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_unique_violation;
+    use anyhow::Context;
+
+    #[tokio::test]
+    async fn unique_violations_are_told_from_other_database_errors() {
+        let pool = sqlx::SqlitePool::connect("sqlite::memory:").await.unwrap();
+        sqlx::query(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, email TEXT UNIQUE, n INTEGER NOT NULL)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let insert = |id: i64, email: &'static str, n: Option<i64>| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query("INSERT INTO t (id, email, n) VALUES ($1, $2, $3)")
+                    .bind(id)
+                    .bind(email)
+                    .bind(n)
+                    .execute(&pool)
+                    .await
+                    .map(|_| ())
+                    .context("inserting a row")
+            }
+        };
+        insert(1, "a@example.com", Some(1)).await.unwrap();
+        let same_email = insert(2, "a@example.com", Some(1)).await.unwrap_err();
+        assert!(is_unique_violation(&same_email), "{same_email:#}");
+        let same_id = insert(1, "b@example.com", Some(1)).await.unwrap_err();
+        assert!(is_unique_violation(&same_id), "{same_id:#}");
+        let not_null = insert(3, "c@example.com", None).await.unwrap_err();
+        assert!(!is_unique_violation(&not_null), "{not_null:#}");
+        assert!(!is_unique_violation(&anyhow::anyhow!(
+            "UNIQUE constraint failed"
+        )));
     }
 }

@@ -30,10 +30,20 @@ impl RegistrationStatus {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A stored registration status; anything unknown reads as `Pending`, so a
+/// charger whose row was edited by hand must boot again rather than be
+/// refused or trusted.
+impl From<String> for RegistrationStatus {
+    fn from(text: String) -> Self {
+        RegistrationStatus::parse(&text).unwrap_or(RegistrationStatus::Pending)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct ChargerRecord {
     pub id: String,
+    #[sqlx(try_from = "String")]
     pub registration_status: RegistrationStatus,
     #[serde(skip)]
     pub password_hash: Option<String>,
@@ -67,7 +77,7 @@ pub struct BootInfo {
 }
 
 /// The latest StatusNotification of one connector (0 is the charger itself).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectorStatus {
     pub charger_id: String,
@@ -82,7 +92,7 @@ pub struct ConnectorStatus {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct UserRecord {
     pub id: String,
@@ -100,7 +110,7 @@ pub struct UserRecord {
 /// An RFID-style identifier (RFID card, app token) a charger authorizes with.
 /// OCPP idTokens are CiString20: compared case-insensitively, but stored and
 /// sent exactly as entered (`PTAGf4eff3` stays `PTAGf4eff3`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct IdTagRecord {
     pub id_tag: String,
@@ -348,7 +358,7 @@ pub const TX_ACTIVE: &str = "active";
 pub const TX_STOPPED: &str = "stopped";
 pub const TX_CLOSED: &str = "closed";
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct TransactionRecord {
     pub id: i64,
@@ -451,7 +461,7 @@ pub struct NewLogEntry {
 
 /// A charging station as drivers see it: name and tariff. A station whose id
 /// is also a charger identity is that OCPP charger.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct StationRecord {
     pub id: String,
@@ -475,7 +485,7 @@ pub const SESSION_COMPLETED: &str = "completed";
 pub const SESSION_CANCELLED: &str = "cancelled";
 
 /// One charging session, whichever source feeds it (`app` or `ocpp`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SessionRecord {
     pub id: String,
     pub user_id: String,
@@ -510,6 +520,7 @@ pub struct SessionRecord {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Read from the store; written only through [`super::PaymentStore`].
+    #[sqlx(flatten)]
     pub payment: SessionPayment,
 }
 
@@ -623,11 +634,31 @@ pub struct LedgerEntry {
 }
 
 /// A session's payment details (sessions started through the payment API).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
 pub struct SessionPayment {
     pub wallet_address: Option<String>,
     pub chain: Option<String>,
     pub balance_check_id: Option<String>,
     /// The payment step (hold release, payment link) is still owed.
     pub payment_due: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RegistrationStatus;
+
+    #[test]
+    fn a_stored_registration_status_reads_back_and_unknown_ones_are_pending() {
+        for status in [
+            RegistrationStatus::Accepted,
+            RegistrationStatus::Pending,
+            RegistrationStatus::Rejected,
+        ] {
+            assert_eq!(RegistrationStatus::from(status.as_str().to_owned()), status);
+        }
+        assert_eq!(
+            RegistrationStatus::from("accepted?".to_owned()),
+            RegistrationStatus::Pending
+        );
+    }
 }

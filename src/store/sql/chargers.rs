@@ -92,56 +92,18 @@ macro_rules! chargers_sql {
                 }
                 Ok(())
             }
-
-            fn charger_from_row(row: &<$DB as sqlx::Database>::Row) -> Result<ChargerRecord> {
-                use sqlx::Row;
-                let status: String = row.try_get("registration_status")?;
-                Ok(ChargerRecord {
-                    id: row.try_get("id")?,
-                    registration_status: RegistrationStatus::parse(&status).unwrap_or(RegistrationStatus::Pending),
-                    password_hash: row.try_get("password_hash")?,
-                    vendor: row.try_get("vendor")?,
-                    model: row.try_get("model")?,
-                    charge_point_serial_number: row.try_get("charge_point_serial_number")?,
-                    charge_box_serial_number: row.try_get("charge_box_serial_number")?,
-                    firmware_version: row.try_get("firmware_version")?,
-                    iccid: row.try_get("iccid")?,
-                    imsi: row.try_get("imsi")?,
-                    meter_type: row.try_get("meter_type")?,
-                    meter_serial_number: row.try_get("meter_serial_number")?,
-                    last_boot_at: row.try_get("last_boot_at")?,
-                    last_heartbeat_at: row.try_get("last_heartbeat_at")?,
-                    last_seen_at: row.try_get("last_seen_at")?,
-                    created_at: row.try_get("created_at")?,
-                })
-            }
-
-            fn connector_from_row(row: &<$DB as sqlx::Database>::Row) -> Result<ConnectorStatus> {
-                use sqlx::Row;
-                Ok(ConnectorStatus {
-                    charger_id: row.try_get("charger_id")?,
-                    connector_id: row.try_get("connector_id")?,
-                    status: row.try_get("status")?,
-                    error_code: row.try_get("error_code")?,
-                    info: row.try_get("info")?,
-                    vendor_id: row.try_get("vendor_id")?,
-                    vendor_error_code: row.try_get("vendor_error_code")?,
-                    status_at: row.try_get("status_at")?,
-                    updated_at: row.try_get("updated_at")?,
-                })
-            }
         }
 
         #[async_trait::async_trait]
         impl super::ChargerStore for $Store {
             async fn charger(&self, id: &str) -> Result<Option<ChargerRecord>> {
                 let row = sqlx::query("SELECT * FROM chargers WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
-                row.as_ref().map(Self::charger_from_row).transpose()
+                row.as_ref().map(record).transpose()
             }
 
             async fn chargers(&self) -> Result<Vec<ChargerRecord>> {
                 let rows = sqlx::query("SELECT * FROM chargers ORDER BY id").fetch_all(&self.pool).await?;
-                rows.iter().map(Self::charger_from_row).collect()
+                rows.iter().map(record).collect()
             }
 
             async fn provision_charger(
@@ -189,7 +151,7 @@ macro_rules! chargers_sql {
                     .bind(charger_id)
                     .fetch_all(&self.pool)
                     .await?;
-                rows.iter().map(Self::connector_from_row).collect()
+                rows.iter().map(record).collect()
             }
         }
     };

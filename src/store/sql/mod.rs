@@ -236,6 +236,12 @@ impl<'a> Batch<'a> {
     }
 }
 
+/// A record read from a row by column name: the records derive
+/// `sqlx::FromRow`, so one definition serves SQLite and PostgreSQL rows.
+fn record<'r, R: sqlx::Row, T: sqlx::FromRow<'r, R>>(row: &'r R) -> Result<T> {
+    Ok(T::from_row(row)?)
+}
+
 macro_rules! sql_store {
     ($Store:ident, $DB:ty, $Conn:ty, $Options:ty, $backend:literal, $migrations:literal, $begin_batch:literal) => {
         /// The

@@ -2,45 +2,6 @@
 
 macro_rules! people_sql {
     ($Store:ident, $DB:ty, $Conn:ty) => {
-        impl $Store {
-            pub(super) fn station_from_row(row: &<$DB as sqlx::Database>::Row) -> Result<StationRecord> {
-                use sqlx::Row;
-                Ok(StationRecord {
-                    id: row.try_get("id")?,
-                    name: row.try_get("name")?,
-                    price_micros: row.try_get("price_micros")?,
-                    currency: row.try_get("currency")?,
-                    created_at: row.try_get("created_at")?,
-                    updated_at: row.try_get("updated_at")?,
-                })
-            }
-
-            fn user_from_row(row: &<$DB as sqlx::Database>::Row) -> Result<UserRecord> {
-                use sqlx::Row;
-                Ok(UserRecord {
-                    id: row.try_get("id")?,
-                    email: row.try_get("email")?,
-                    name: row.try_get("name")?,
-                    role: row.try_get("role")?,
-                    password_hash: row.try_get("password_hash")?,
-                    battery_capacity_wh: row.try_get("battery_capacity_wh")?,
-                    created_at: row.try_get("created_at")?,
-                })
-            }
-
-            fn id_tag_from_row(row: &<$DB as sqlx::Database>::Row) -> Result<IdTagRecord> {
-                use sqlx::Row;
-                Ok(IdTagRecord {
-                    id_tag: row.try_get("id_tag")?,
-                    user_id: row.try_get("user_id")?,
-                    status: row.try_get("status")?,
-                    expiry_date: row.try_get("expiry_date")?,
-                    parent_id_tag: row.try_get("parent_id_tag")?,
-                    created_at: row.try_get("created_at")?,
-                })
-            }
-        }
-
         #[async_trait::async_trait]
         impl super::PeopleStore for $Store {
             async fn setting(&self, key: &str) -> Result<Option<String>> {
@@ -83,17 +44,17 @@ macro_rules! people_sql {
 
             async fn user(&self, id: &str) -> Result<Option<UserRecord>> {
                 let row = sqlx::query("SELECT * FROM users WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
-                row.as_ref().map(Self::user_from_row).transpose()
+                row.as_ref().map(record).transpose()
             }
 
             async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>> {
                 let row = sqlx::query("SELECT * FROM users WHERE email = $1").bind(email).fetch_optional(&self.pool).await?;
-                row.as_ref().map(Self::user_from_row).transpose()
+                row.as_ref().map(record).transpose()
             }
 
             async fn users(&self) -> Result<Vec<UserRecord>> {
                 let rows = sqlx::query("SELECT * FROM users ORDER BY created_at, id").fetch_all(&self.pool).await?;
-                rows.iter().map(Self::user_from_row).collect()
+                rows.iter().map(record).collect()
             }
 
             async fn ensure_user(&self, id: &str) -> Result<()> {
@@ -143,7 +104,7 @@ macro_rules! people_sql {
                     .bind(id_tag.trim())
                     .fetch_optional(&self.pool)
                     .await?;
-                row.as_ref().map(Self::id_tag_from_row).transpose()
+                row.as_ref().map(record).transpose()
             }
 
             async fn id_tags_of_user(&self, user_id: &str) -> Result<Vec<IdTagRecord>> {
@@ -151,17 +112,17 @@ macro_rules! people_sql {
                     .bind(user_id)
                     .fetch_all(&self.pool)
                     .await?;
-                rows.iter().map(Self::id_tag_from_row).collect()
+                rows.iter().map(record).collect()
             }
 
             async fn station(&self, id: &str) -> Result<Option<StationRecord>> {
                 let row = sqlx::query("SELECT * FROM stations WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
-                row.as_ref().map(Self::station_from_row).transpose()
+                row.as_ref().map(record).transpose()
             }
 
             async fn stations(&self) -> Result<Vec<StationRecord>> {
                 let rows = sqlx::query("SELECT * FROM stations ORDER BY id").fetch_all(&self.pool).await?;
-                rows.iter().map(Self::station_from_row).collect()
+                rows.iter().map(record).collect()
             }
 
             async fn upsert_station(&self, st: &StationRecord) -> Result<StationRecord> {
@@ -177,7 +138,7 @@ macro_rules! people_sql {
                 .bind(st.updated_at)
                 .fetch_one(&self.pool)
                 .await?;
-                Self::station_from_row(&row)
+                record(&row)
             }
         }
     };

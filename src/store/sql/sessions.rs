@@ -216,46 +216,7 @@ macro_rules! sessions_sql {
                     .bind(transaction_id)
                     .fetch_optional(&mut *c)
                     .await?;
-                row.as_ref().map(Self::session_from_row).transpose()
-            }
-
-            pub(super) fn session_from_row(row: &<$DB as sqlx::Database>::Row) -> Result<SessionRecord> {
-                use sqlx::Row;
-                Ok(SessionRecord {
-                    id: row.try_get("id")?,
-                    user_id: row.try_get("user_id")?,
-                    station_id: row.try_get("station_id")?,
-                    station_name: row.try_get("station_name")?,
-                    connector_id: row.try_get("connector_id")?,
-                    source: row.try_get("source")?,
-                    status: row.try_get("status")?,
-                    charger_id: row.try_get("charger_id")?,
-                    ocpp_connector_id: row.try_get("ocpp_connector_id")?,
-                    transaction_id: row.try_get("transaction_id")?,
-                    id_tag: row.try_get("id_tag")?,
-                    start_time: row.try_get("start_time")?,
-                    end_time: row.try_get("end_time")?,
-                    last_reading_at: row.try_get("last_reading_at")?,
-                    battery_level_start: row.try_get("battery_level_start")?,
-                    battery_level: row.try_get("battery_level")?,
-                    energy_wh: row.try_get("energy_wh")?,
-                    energy_reported: row.try_get("energy_reported")?,
-                    price_micros: row.try_get("price_micros")?,
-                    currency: row.try_get("currency")?,
-                    cost_minor: row.try_get("cost_minor")?,
-                    battery_capacity_wh: row.try_get("battery_capacity_wh")?,
-                    station_rating: row.try_get("station_rating")?,
-                    end_reason: row.try_get("end_reason")?,
-                    remote_start_deadline: row.try_get("remote_start_deadline")?,
-                    created_at: row.try_get("created_at")?,
-                    updated_at: row.try_get("updated_at")?,
-                    payment: SessionPayment {
-                        wallet_address: row.try_get("wallet_address")?,
-                        chain: row.try_get("chain")?,
-                        balance_check_id: row.try_get("balance_check_id")?,
-                        payment_due: row.try_get("payment_due")?,
-                    },
-                })
+                row.as_ref().map(record).transpose()
             }
         }
 
@@ -293,7 +254,7 @@ macro_rules! sessions_sql {
 
             async fn session(&self, id: &str) -> Result<Option<SessionRecord>> {
                 let row = sqlx::query("SELECT * FROM sessions WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
-                row.as_ref().map(Self::session_from_row).transpose()
+                row.as_ref().map(record).transpose()
             }
 
             async fn session_of_transaction(&self, transaction_id: i64) -> Result<Option<SessionRecord>> {
@@ -301,7 +262,7 @@ macro_rules! sessions_sql {
                     .bind(transaction_id)
                     .fetch_optional(&self.pool)
                     .await?;
-                row.as_ref().map(Self::session_from_row).transpose()
+                row.as_ref().map(record).transpose()
             }
 
             async fn active_session(&self, user_id: &str) -> Result<Option<SessionRecord>> {
@@ -310,7 +271,7 @@ macro_rules! sessions_sql {
                     .bind(SESSION_ACTIVE)
                     .fetch_optional(&self.pool)
                     .await?;
-                row.as_ref().map(Self::session_from_row).transpose()
+                row.as_ref().map(record).transpose()
             }
 
             async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>> {
@@ -318,7 +279,7 @@ macro_rules! sessions_sql {
                     .bind(user_id)
                     .fetch_all(&self.pool)
                     .await?;
-                rows.iter().map(Self::session_from_row).collect()
+                rows.iter().map(record).collect()
             }
 
             async fn active_sessions(&self) -> Result<Vec<SessionRecord>> {
@@ -326,7 +287,7 @@ macro_rules! sessions_sql {
                     .bind(SESSION_ACTIVE)
                     .fetch_all(&self.pool)
                     .await?;
-                rows.iter().map(Self::session_from_row).collect()
+                rows.iter().map(record).collect()
             }
         }
     };

@@ -67,7 +67,7 @@ macro_rules! transactions_sql {
 
             async fn select_transactions(c: &mut $Conn, sql: &str, binds: (&str, i64)) -> Result<Vec<TransactionRecord>> {
                 let rows = sqlx::query(sql).bind(binds.0).bind(binds.1).bind(TX_ACTIVE).fetch_all(&mut *c).await?;
-                rows.iter().map(Self::transaction_from_row).collect()
+                rows.iter().map(record).collect()
             }
 
             /// What the engine decides a StartTransaction from, read inside the write.
@@ -112,14 +112,14 @@ macro_rules! transactions_sql {
                         .bind(SESSION_ACTIVE)
                         .fetch_optional(&mut *c)
                         .await?;
-                    facts.owner_active_session = active.as_ref().map(Self::session_from_row).transpose()?;
+                    facts.owner_active_session = active.as_ref().map(record).transpose()?;
                     facts.pending_session = facts
                         .owner_active_session
                         .clone()
                         .filter(|s| s.charger_id.as_deref() == Some(tx.charger_id.as_str()) && s.transaction_id.is_none());
                 }
                 let station = sqlx::query("SELECT * FROM stations WHERE id = $1").bind(&tx.charger_id).fetch_optional(&mut *c).await?;
-                facts.station = station.as_ref().map(Self::station_from_row).transpose()?;
+                facts.station = station.as_ref().map(record).transpose()?;
                 Ok(facts)
             }
 
@@ -131,7 +131,7 @@ macro_rules! transactions_sql {
                     .fetch_optional(&mut *c)
                     .await?;
                 if let Some(row) = existing {
-                    let transaction = Self::transaction_from_row(&row)?;
+                    let transaction: TransactionRecord = record(&row)?;
                     let session = Self::session_of_transaction_in(c, transaction.id)
                         .await?
                         .filter(|s| s.status == SESSION_ACTIVE)
@@ -169,7 +169,7 @@ macro_rules! transactions_sql {
                 .bind(now)
                 .fetch_one(&mut *c)
                 .await?;
-                let transaction = Self::transaction_from_row(&row)?;
+                let transaction: TransactionRecord = record(&row)?;
                 let id = transaction.id;
                 let mut anomalies: Vec<NewAnomaly> = tx
                     .anomalies
@@ -230,34 +230,6 @@ macro_rules! transactions_sql {
                 })
             }
 
-            fn transaction_from_row(row: &<$DB as sqlx::Database>::Row) -> Result<TransactionRecord> {
-                use sqlx::Row;
-                Ok(TransactionRecord {
-                    id: row.try_get("id")?,
-                    charger_id: row.try_get("charger_id")?,
-                    connector_id: row.try_get("connector_id")?,
-                    id_tag: row.try_get("id_tag")?,
-                    id_tag_status: row.try_get("id_tag_status")?,
-                    reservation_id: row.try_get("reservation_id")?,
-                    meter_start: row.try_get("meter_start")?,
-                    start_time: row.try_get("start_time")?,
-                    status: row.try_get("status")?,
-                    meter_stop: row.try_get("meter_stop")?,
-                    stop_time: row.try_get("stop_time")?,
-                    stop_reason: row.try_get("stop_reason")?,
-                    stop_id_tag: row.try_get("stop_id_tag")?,
-                    last_register_wh: row.try_get("last_register_wh")?,
-                    last_register_at: row.try_get("last_register_at")?,
-                    energy_wh: row.try_get("energy_wh")?,
-                    soc_start: row.try_get("soc_start")?,
-                    soc_last: row.try_get("soc_last")?,
-                    soc_last_at: row.try_get("soc_last_at")?,
-                    power_w_last: row.try_get("power_w_last")?,
-                    received_at: row.try_get("received_at")?,
-                    updated_at: row.try_get("updated_at")?,
-                })
-            }
-
             fn reading_from_row(row: &<$DB as sqlx::Database>::Row) -> Result<StoredReading> {
                 use sqlx::Row;
                 let sampled_at = row.try_get("sampled_at")?;
@@ -284,7 +256,7 @@ macro_rules! transactions_sql {
 
             async fn transaction(&self, id: i64) -> Result<Option<TransactionRecord>> {
                 let row = sqlx::query("SELECT * FROM transactions WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
-                row.as_ref().map(Self::transaction_from_row).transpose()
+                row.as_ref().map(record).transpose()
             }
 
             async fn transactions(&self, f: super::TransactionFilter) -> Result<Vec<TransactionRecord>> {
@@ -298,7 +270,7 @@ macro_rules! transactions_sql {
                 .bind(f.limit.unwrap_or(1000))
                 .fetch_all(&self.pool)
                 .await?;
-                rows.iter().map(Self::transaction_from_row).collect()
+                rows.iter().map(record).collect()
             }
 
             async fn open_transactions(&self, charger_id: &str) -> Result<Vec<TransactionRecord>> {
@@ -307,7 +279,7 @@ macro_rules! transactions_sql {
                     .bind(TX_ACTIVE)
                     .fetch_all(&self.pool)
                     .await?;
-                rows.iter().map(Self::transaction_from_row).collect()
+                rows.iter().map(record).collect()
             }
 
             async fn meter_values(&self, transaction_id: i64) -> Result<Vec<StoredSample>> {
