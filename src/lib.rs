@@ -11,7 +11,7 @@ pub mod config;
 pub mod engine;
 pub mod metrics;
 /// OCPP-J 1.6 on the wire, shared with the charger simulator: the `ocpp-j`
-/// crate (`protocol/`), under the name the server's modules use.
+/// crate (`crates/ocpp-j/`), under the name the server's modules use.
 pub use ocpp_j as ocpp;
 pub mod payments;
 pub mod state;
