@@ -12,11 +12,13 @@
 //!    root (`npm install --no-save @foundry-rs/anvil`): the platform package's
 //!    real binary if present, else `node_modules/.bin/anvil`.
 //!
-//! Without any of them the test prints `SKIPPED (anvil): …` to stderr and
-//! returns early.
+//! Without any of them the test fails under CI and elsewhere prints
+//! `SKIPPED (anvil): …` to stderr and returns early (`common/require.rs`).
 #![allow(dead_code)]
 
-use std::io::Write as _;
+#[path = "../common/require.rs"]
+mod require;
+
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -36,14 +38,15 @@ pub struct Anvil {
 
 impl Anvil {
     /// Starts anvil on a free port and waits until it answers `eth_chainId`.
-    /// `None` (after printing `SKIPPED`) if no anvil binary is installed.
+    /// `None` if no anvil binary is installed (a failure under CI, see
+    /// `common/require.rs`).
     pub async fn start() -> Option<Anvil> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let Some(binary) = find_anvil() else {
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED (anvil): no anvil binary: set CSMS_TEST_ANVIL, put anvil on PATH, \
-                 or run `npm install --no-save @foundry-rs/anvil` in the repository root"
+            require::missing(
+                "anvil",
+                "no anvil binary: set CSMS_TEST_ANVIL, put anvil on PATH, \
+                 or run `npm install --no-save @foundry-rs/anvil` in the repository root",
             );
             return None;
         };
