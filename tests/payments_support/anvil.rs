@@ -2,7 +2,8 @@
 //! port, killed when dropped.
 //!
 //! Use from a test file with
-//! `#[path = "payments_support/anvil.rs"] mod anvil;` and
+//! `#[path = "payments_support/anvil.rs"] mod anvil;` (beside `mod common;`
+//! or `#[path = "common/require.rs"] mod require;`) and
 //! `let Some(node) = anvil::Anvil::start().await else { return };`.
 //!
 //! Where the binary comes from, in order:
@@ -16,8 +17,9 @@
 //! `SKIPPED (anvil): …` to stderr and returns early (`common/require.rs`).
 #![allow(dead_code)]
 
-#[path = "../common/require.rs"]
-mod require;
+// The including test crate provides `require` (`common/require.rs`), through
+// `mod common` or on its own.
+use crate::require;
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt as _;
