@@ -103,11 +103,23 @@ struct WaitingTurn {
     registry: Registry,
     charger_id: String,
     turn: Option<Turn>,
+    /// Set while waiting: a connection that gives up is no longer the live
+    /// one either. Cleared once it has its turn.
+    gives_up: Option<u64>,
 }
 
 impl Drop for WaitingTurn {
     fn drop(&mut self) {
         let mut inner = self.registry.lock();
+        if let Some(connection_id) = self.gives_up {
+            if inner
+                .live
+                .get(&self.charger_id)
+                .is_some_and(|l| l.connection_id == connection_id)
+            {
+                inner.live.remove(&self.charger_id);
+            }
+        }
         Registry::release_turn(&mut inner, &self.charger_id, self.turn.take());
     }
 }
@@ -162,10 +174,13 @@ impl Registry {
                 registry: self.clone(),
                 charger_id: charger_id.clone(),
                 turn: Some(inner.turns.entry(charger_id.clone()).or_default().clone()),
+                gives_up: Some(connection_id),
             }
         };
+        let mut waiting = waiting;
         let held = waiting.turn.clone().expect("set above").lock_owned().await;
         // The guard holds the turn now; the waiter's handle goes.
+        waiting.gives_up = None;
         drop(waiting);
         Attachment {
             registry: self.clone(),
@@ -296,7 +311,10 @@ mod tests {
             tokio::time::timeout(Duration::from_millis(50), registry.attach(info("CP-1"))).await;
         assert!(gave_up.is_err());
         assert_eq!(registry.turns_kept(), 1);
+        // Nor does it stay the live connection (the old one was told to close).
+        assert!(!registry.is_connected("CP-1"));
         drop(old);
         assert_eq!(registry.turns_kept(), 0);
+        assert!(!registry.is_connected("CP-1"));
     }
 }
