@@ -31,7 +31,13 @@ impl Application {
         // (tests build several apps) is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
         crate::ocpp::schema::preload();
+        if !config.webhook_urls.0.is_empty()
+            && config.webhook_secret.as_deref().unwrap_or("").is_empty()
+        {
+            anyhow::bail!("CSMS_WEBHOOK_URLS is set but CSMS_WEBHOOK_SECRET is not: webhooks are always signed");
+        }
         let store = store::connect(&config.database_url).await?;
+        let store_metrics = store.writer_metrics();
         let jwt = api::auth::JwtKeys::load(config.jwt_secret.as_deref(), store.as_ref()).await?;
         let listener = std::net::TcpListener::bind(config.listen)
             .with_context(|| format!("binding {}", config.listen))?;
@@ -53,6 +59,8 @@ impl Application {
             jwt: Arc::new(jwt),
             handshake_failures: Arc::new(FailureLimiter::new(10, Duration::from_secs(60))),
             shutdown,
+            metrics: Arc::new(crate::metrics::Metrics::new(store_metrics)),
+            login_failures: Arc::new(api::auth::LoginLimits::default()),
         };
         Ok(Application {
             listener,
@@ -76,11 +84,17 @@ impl Application {
     }
 
     pub fn router(state: AppState) -> Router {
-        Router::new()
+        let cors = cors_layer(&state.config.cors_origins);
+        let router = Router::new()
             .route("/ocpp/{*identity}", any(handshake::upgrade))
             .route("/ocpp/", any(handshake::upgrade))
-            .merge(api::router())
-            .with_state(state)
+            .merge(api::router());
+        let router = with_http_trace(router);
+        let router = match cors {
+            Some(cors) => router.layer(cors),
+            None => router,
+        };
+        router.with_state(state)
     }
 
     /// Serves until SIGINT or SIGTERM.
@@ -113,6 +127,10 @@ impl Application {
                 .sweep_remote_starts(Duration::from_secs(2)),
         );
         let payment_sweeper = tokio::spawn(state.payments.clone().sweep(Duration::from_secs(1)));
+        let webhooks = tokio::spawn(crate::webhooks::run(
+            state.store.clone(),
+            state.config.clone(),
+        ));
         let handle = axum_server::Handle::new();
         let stopper = {
             let handle = handle.clone();
@@ -151,10 +169,81 @@ impl Application {
         let _ = stopper.await;
         sweeper.abort();
         payment_sweeper.abort();
+        webhooks.abort();
         state.store.flush().await.context("flushing the store")?;
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// A span per HTTP request (method, route, status, latency), so every log
+/// line a handler writes says which request it is about, and one line per
+/// finished request. A charger's WebSocket upgrade (101) is logged at debug:
+/// its connection has a span of its own, and a reconnect storm would
+/// otherwise write a line per charger.
+fn with_http_trace(router: Router<AppState>) -> Router<AppState> {
+    let layer = tower_http::trace::TraceLayer::new_for_http()
+        .make_span_with(|request: &axum::http::Request<axum::body::Body>| {
+            // The route's pattern, not the path: ids stay out of the field.
+            let route = request
+                .extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_else(|| "(no route)".to_owned());
+            tracing::info_span!(
+                "http",
+                method = %request.method(),
+                route = %route,
+                status = tracing::field::Empty,
+                latency_ms = tracing::field::Empty,
+            )
+        })
+        .on_response(
+            |response: &axum::http::Response<axum::body::Body>,
+             latency: Duration,
+             span: &tracing::Span| {
+                let status = response.status().as_u16();
+                let latency_ms = latency.as_secs_f64() * 1000.0;
+                span.record("status", status);
+                span.record("latency_ms", latency_ms);
+                if status == 101 {
+                    tracing::debug!(status, latency_ms, "request finished");
+                } else {
+                    tracing::info!(status, latency_ms, "request finished");
+                }
+            },
+        )
+        .on_body_chunk(())
+        .on_eos(())
+        .on_failure(());
+    router.layer(layer)
+}
+
+/// CORS for the configured browser origins; `None` (no CORS headers at all,
+/// so browsers refuse cross-origin calls) when none are configured.
+fn cors_layer(origins: &crate::config::Origins) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{header, HeaderValue, Method};
+    if origins.0.is_empty() {
+        return None;
+    }
+    let origins: Vec<HeaderValue> = origins
+        .0
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+            .max_age(Duration::from_secs(3600)),
+    )
 }
 
 async fn shutdown_signal() {

@@ -155,6 +155,81 @@ pub struct Config {
     /// Most simultaneous charger connections.
     #[arg(long, env = "CSMS_MAX_CHARGERS", default_value_t = 100_000)]
     pub max_chargers: usize,
+
+    /// Log lines as `text` (for people) or `json` (one object per line, for collectors).
+    #[arg(
+        long,
+        env = "CSMS_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+
+    /// Receivers of outgoing webhooks (http:// or https:// URLs), comma-separated; none when empty.
+    #[arg(long, env = "CSMS_WEBHOOK_URLS", default_value = "", value_parser = parse_webhook_urls)]
+    pub webhook_urls: WebhookUrls,
+
+    /// Secret that signs outgoing webhooks (`CSMS-Signature`); required with --webhook-urls.
+    #[arg(long, env = "CSMS_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
+    /// First wait before a failed webhook delivery is retried; it doubles up to an hour, for a day.
+    #[arg(long, env = "CSMS_WEBHOOK_RETRY", default_value = "10s", value_parser = parse_duration)]
+    pub webhook_retry: Duration,
+
+    /// Browser origins allowed to call the REST API (CORS), comma-separated; none when empty.
+    #[arg(long, env = "CSMS_CORS_ORIGINS", default_value = "", value_parser = parse_origins)]
+    pub cors_origins: Origins,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The receivers of outgoing webhooks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebhookUrls(pub Vec<String>);
+
+pub fn parse_webhook_urls(text: &str) -> Result<WebhookUrls, String> {
+    let mut urls = Vec::new();
+    for url in text.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(format!("{url:?} is not an http:// or https:// URL"));
+        }
+        urls.push(url.to_owned());
+    }
+    Ok(WebhookUrls(urls))
+}
+
+/// Origins (`scheme://host[:port]`) allowed to call the API from a browser.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origins(pub Vec<String>);
+
+/// `https://app.example.com,http://localhost:3000`: each an origin, no path.
+pub fn parse_origins(text: &str) -> Result<Origins, String> {
+    let mut origins = Vec::new();
+    for origin in text.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let rest = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"))
+            .ok_or_else(|| format!("{origin:?} is not an origin (http:// or https://)"))?;
+        if rest.is_empty()
+            || rest.contains('/')
+            || origin.parse::<axum::http::HeaderValue>().is_err()
+        {
+            return Err(format!(
+                "{origin:?} is not an origin like https://app.example.com (no path, no slash)"
+            ));
+        }
+        origins.push(origin.to_owned());
+    }
+    Ok(Origins(origins))
 }
 
 impl Config {
@@ -242,5 +317,20 @@ mod tests {
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn origins_are_scheme_and_host_only() {
+        assert_eq!(parse_origins("").unwrap(), Origins::default());
+        assert_eq!(
+            parse_origins("https://app.example.com, http://localhost:3000").unwrap(),
+            Origins(vec![
+                "https://app.example.com".into(),
+                "http://localhost:3000".into()
+            ])
+        );
+        assert!(parse_origins("app.example.com").is_err());
+        assert!(parse_origins("https://app.example.com/").is_err());
+        assert!(parse_origins("https://").is_err());
     }
 }

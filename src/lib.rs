@@ -9,7 +9,11 @@ pub mod app;
 pub mod charger;
 pub mod config;
 pub mod engine;
-pub mod ocpp;
+pub mod metrics;
+/// OCPP-J 1.6 on the wire, shared with the charger simulator: the `ocpp-j`
+/// crate (`protocol/`), under the name the server's modules use.
+pub use ocpp_j as ocpp;
 pub mod payments;
 pub mod state;
 pub mod store;
+pub mod webhooks;

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 /// owning thread's heap without a lock.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use csms::config::{parse_duration, Config};
+use csms::config::{parse_duration, Config, LogFormat};
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -61,14 +61,24 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CSMS_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+        .with_writer(std::io::stderr);
+    match cli.config.log_format {
+        // One object per line, with the fields of every span it is in (the
+        // charger, the HTTP request) flattened beside the message's own.
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        LogFormat::Text => logs.init(),
+    }
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             csms::app::Application::build(cli.config)

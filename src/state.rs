@@ -21,4 +21,8 @@ pub struct AppState {
     pub connection_slots: Arc<Semaphore>,
     /// Turns true once the server is stopping; connection tasks watch it.
     pub shutdown: watch::Receiver<bool>,
+    /// What `/metrics` reports.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Failed logins per account and per address.
+    pub login_failures: Arc<crate::api::auth::LoginLimits>,
 }

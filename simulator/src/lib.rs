@@ -1,7 +1,8 @@
 //! `csms-sim`: OCPP 1.6J chargers that behave like real ones, from a single
 //! charger a person watches to tens of thousands as a load test.
 //!
-//! - [`protocol`]: OCPP-J frames and timestamps;
+//! - OCPP-J itself (frames, error codes, actions, schemas, timestamps) is the
+//!   `ocpp-j` crate, shared with the `csms` server;
 //! - [`clock`]: simulated, accelerated time;
 //! - [`vehicle`]: battery, charger hardware and meter physics;
 //! - [`charger`]: one charge point (connection, outbox, sessions, server commands);
@@ -38,7 +39,6 @@ pub mod cli;
 pub mod clock;
 pub mod fleet;
 pub mod load;
-pub mod protocol;
 pub mod scenario;
 pub mod summary;
 pub mod vehicle;

@@ -19,8 +19,10 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::charger::connection::{self, Ws};
-use crate::protocol::{error_code, timestamp, Frame};
 use crate::Endpoint;
+use ocpp_j::frame::{self, Call, Frame};
+use ocpp_j::time::format_ms;
+use ocpp_j::{CallError, ErrorCode};
 
 /// The message kinds a load run can send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -289,7 +291,7 @@ pub(crate) async fn call(
     payload: Value,
     timeout: Duration,
 ) -> anyhow::Result<Outcome> {
-    let text = Frame::call(id.clone(), action, payload).to_text();
+    let text = frame::encode_call(&id, action, &payload);
     call_text(ws, &id, text, timeout).await
 }
 
@@ -313,14 +315,17 @@ pub(crate) async fn call_text(
             Message::Close(_) => bail!("connection closed"),
             _ => continue,
         };
-        match Frame::parse(&text) {
+        match frame::parse(&text) {
             Ok(Frame::CallResult { id: got, payload }) if got == id => {
                 return Ok(Outcome::Answer(payload))
             }
-            Ok(Frame::CallError(e)) if e.id == id => return Ok(Outcome::Error(e.code)),
-            Ok(Frame::Call { id: server_id, .. }) => {
-                let answer = Frame::error(server_id, error_code::NOT_SUPPORTED, "load generator");
-                ws.send(Message::text(answer.to_text())).await?;
+            Ok(Frame::CallError { id: got, code, .. }) if got == id => {
+                return Ok(Outcome::Error(code))
+            }
+            Ok(Frame::Call(Call { id: server_id, .. })) => {
+                let answer = CallError::new(ErrorCode::NotSupported, "load generator");
+                ws.send(Message::text(frame::encode_error(&server_id, &answer)))
+                    .await?;
             }
             _ => {}
         }
@@ -383,7 +388,7 @@ async fn connection_loop(
         }
         let kind = cfg.mix.pick(&mut rng);
         meter += rng.random_range(0..500u64);
-        let now = timestamp(chrono::Utc::now());
+        let now = format_ms(chrono::Utc::now());
         let (action, payload) = match kind {
             Kind::Heartbeat => ("Heartbeat", json!({})),
             Kind::Status => {

@@ -52,9 +52,44 @@ fn registers(meter_values: &Value) -> Vec<i64> {
     out
 }
 
+/// A driver plugs a car at `soc` % into `connector`, then presents a card.
+async fn plug_in_and_present(h: &mut ChargerHandle, connector: u32, soc: f64, id_tag: &str) {
+    h.send(Command::PlugIn {
+        connector,
+        vehicle: ev(soc),
+    })
+    .await
+    .unwrap();
+    h.send(Command::PresentIdTag {
+        connector,
+        id_tag: id_tag.into(),
+    })
+    .await
+    .unwrap();
+}
+
 fn is_ocpp_timestamp(s: &str) -> bool {
     // 2026-01-02T03:04:05.678Z
     s.len() == 24 && s.ends_with('Z') && s.as_bytes()[19] == b'.'
+}
+
+#[tokio::test]
+async fn an_answer_that_fails_its_schema_is_a_refusal_and_the_message_is_sent_again() {
+    let csms = FakeCsms::start().await;
+    csms.break_next_answer("StartTransaction");
+    let (mut h, _rec) = start(&csms, config("CP-BAD-ANSWER", 600.0)).await;
+    plug_in_and_present(&mut h, 1, 20.0, "TAG-1").await;
+    h.wait_for(WAIT, "transaction started", |v| {
+        v.connector(1).unwrap().transaction_id == Some(101)
+    })
+    .await
+    .unwrap();
+    h.shutdown(false).await;
+
+    let starts = csms.of("StartTransaction");
+    assert_eq!(starts.len(), 2, "sent once, refused, sent again");
+    assert_ne!(starts[0].id, starts[1].id);
+    assert_eq!(starts[0].payload, starts[1].payload);
 }
 
 #[tokio::test]
@@ -64,18 +99,7 @@ async fn a_full_session_by_id_tag_is_reported_from_plug_in_to_stop() {
     cfg.password = Some("secret".into());
     let (mut h, rec) = start(&csms, cfg).await;
 
-    h.send(Command::PlugIn {
-        connector: 1,
-        vehicle: ev(20.0),
-    })
-    .await
-    .unwrap();
-    h.send(Command::PresentIdTag {
-        connector: 1,
-        id_tag: "TAG-1".into(),
-    })
-    .await
-    .unwrap();
+    plug_in_and_present(&mut h, 1, 20.0, "TAG-1").await;
     h.wait_for(WAIT, "transaction started", |v| {
         v.connector(1).unwrap().transaction_id.is_some()
     })
@@ -153,7 +177,11 @@ async fn a_full_session_by_id_tag_is_reported_from_plug_in_to_stop() {
     assert!(stop["meterStop"].as_i64().unwrap() >= *reported.last().unwrap());
 
     // Simulated time: start and stop are about ten simulated minutes apart.
-    let t = |v: &Value| csms_sim::protocol::parse_timestamp(v.as_str().unwrap()).unwrap();
+    let t = |v: &Value| {
+        ocpp_j::time::parse_charger_time(v.as_str().unwrap())
+            .unwrap()
+            .at
+    };
     let minutes = (t(&stop["timestamp"]) - t(&start["timestamp"])).num_seconds() as f64 / 60.0;
     assert!(
         (8.0..20.0).contains(&minutes),
@@ -330,7 +358,7 @@ async fn remote_start_and_stop_and_the_server_commands_are_answered_like_a_real_
         ),
         "Unlocked"
     );
-    let expiry = csms_sim::protocol::timestamp(chrono::Utc::now() + chrono::Duration::hours(10));
+    let expiry = ocpp_j::time::format_ms(chrono::Utc::now() + chrono::Duration::hours(10));
     let reserve =
         json!({ "connectorId": 2, "expiryDate": expiry, "idTag": "R-3", "reservationId": 7 });
     assert_eq!(
@@ -407,9 +435,27 @@ async fn remote_start_and_stop_and_the_server_commands_are_answered_like_a_real_
     );
     let a = csms.call(id, "Reset", json!({ "type": "Sideways" })).await;
     assert_eq!(a[2], "PropertyConstraintViolation");
+    // Commands are checked against their official schema, as the server
+    // checks a charger's messages: a field the schema does not define, a
+    // wrong type, a missing field, an action only chargers send.
+    let a = csms
+        .call(id, "Reset", json!({ "type": "Soft", "when": "now" }))
+        .await;
+    assert_eq!(
+        (a[0].as_i64(), a[2].as_str()),
+        (Some(4), Some("FormationViolation"))
+    );
+    let a = csms
+        .call(id, "RemoteStopTransaction", json!({ "transactionId": "7" }))
+        .await;
+    assert_eq!(a[2], "TypeConstraintViolation");
+    let a = csms.call(id, "UnlockConnector", json!({})).await;
+    assert_eq!(a[2], "OccurenceConstraintViolation");
+    let a = csms.call(id, "Heartbeat", json!({})).await;
+    assert_eq!(a[2], "NotSupported");
 
     // Firmware update: Downloading, Downloaded, Installing, reboot, Installed.
-    let now = csms_sim::protocol::timestamp(chrono::Utc::now());
+    let now = ocpp_j::time::format_ms(chrono::Utc::now());
     let a = csms
         .call(
             id,
@@ -478,18 +524,7 @@ async fn remote_start_and_stop_and_the_server_commands_are_answered_like_a_real_
 async fn an_outage_mid_transaction_replays_queued_messages_in_order_with_original_timestamps() {
     let csms = FakeCsms::start().await;
     let (mut h, rec) = start(&csms, config("CP-OUT", 600.0)).await;
-    h.send(Command::PlugIn {
-        connector: 1,
-        vehicle: ev(30.0),
-    })
-    .await
-    .unwrap();
-    h.send(Command::PresentIdTag {
-        connector: 1,
-        id_tag: "TAG-O".into(),
-    })
-    .await
-    .unwrap();
+    plug_in_and_present(&mut h, 1, 30.0, "TAG-O").await;
     h.wait_for(WAIT, "transaction started", |v| {
         v.connector(1).unwrap().transaction_id.is_some()
     })
@@ -558,7 +593,11 @@ async fn an_outage_mid_transaction_replays_queued_messages_in_order_with_origina
         replayed >= queued.min(5),
         "{replayed} replayed of {queued} queued"
     );
-    let t = |s: &Value| csms_sim::protocol::parse_timestamp(s.as_str().unwrap()).unwrap();
+    let t = |s: &Value| {
+        ocpp_j::time::parse_charger_time(s.as_str().unwrap())
+            .unwrap()
+            .at
+    };
     let times: Vec<_> = tx_calls
         .iter()
         .map(|c| match c.action.as_str() {
@@ -601,18 +640,7 @@ async fn a_session_made_entirely_offline_gets_its_transaction_id_on_replay() {
     .await
     .unwrap();
     h.wait_for(WAIT, "offline", |v| !v.connected).await.unwrap();
-    h.send(Command::PlugIn {
-        connector: 2,
-        vehicle: ev(50.0),
-    })
-    .await
-    .unwrap();
-    h.send(Command::PresentIdTag {
-        connector: 2,
-        id_tag: "TAG-OFF".into(),
-    })
-    .await
-    .unwrap();
+    plug_in_and_present(&mut h, 2, 50.0, "TAG-OFF").await;
     // StartTransaction and a few MeterValues wait in the offline queue.
     h.wait_for(WAIT, "a transaction running offline", |v| {
         v.connector(2).unwrap().in_transaction && v.queued >= 3
@@ -696,18 +724,7 @@ async fn a_lost_answer_is_retransmitted_with_the_same_message_id() {
 async fn a_power_cycle_mid_session_reboots_and_reports_the_stop_as_power_loss() {
     let csms = FakeCsms::start().await;
     let (mut h, rec) = start(&csms, config("CP-PWR", 600.0)).await;
-    h.send(Command::PlugIn {
-        connector: 1,
-        vehicle: ev(30.0),
-    })
-    .await
-    .unwrap();
-    h.send(Command::PresentIdTag {
-        connector: 1,
-        id_tag: "TAG-P".into(),
-    })
-    .await
-    .unwrap();
+    plug_in_and_present(&mut h, 1, 30.0, "TAG-P").await;
     h.wait_for(WAIT, "transaction started", |v| {
         v.connector(1).unwrap().transaction_id.is_some()
     })
@@ -736,18 +753,7 @@ async fn a_charger_never_has_more_than_one_call_outstanding_even_with_a_slow_ser
     // Answers take 150 ms while MeterValues are due every 100 ms: they must queue, not overlap.
     let csms = FakeCsms::start_with(300, Duration::from_millis(150)).await;
     let (mut h, rec) = start(&csms, config("CP-SLOW", 600.0)).await;
-    h.send(Command::PlugIn {
-        connector: 1,
-        vehicle: ev(20.0),
-    })
-    .await
-    .unwrap();
-    h.send(Command::PresentIdTag {
-        connector: 1,
-        id_tag: "TAG-S".into(),
-    })
-    .await
-    .unwrap();
+    plug_in_and_present(&mut h, 1, 20.0, "TAG-S").await;
     h.wait_for(WAIT, "transaction started", |v| {
         v.connector(1).unwrap().transaction_id.is_some()
     })

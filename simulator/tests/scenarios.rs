@@ -65,7 +65,9 @@ async fn the_clock_skew_scenario_sends_timestamps_off_by_the_skew() {
     )
     .await;
     let start = &csms.of("StartTransaction")[0].payload;
-    let t = csms_sim::protocol::parse_timestamp(start["timestamp"].as_str().unwrap()).unwrap();
+    let t = ocpp_j::time::parse_charger_time(start["timestamp"].as_str().unwrap())
+        .unwrap()
+        .at;
     let off = (t - before).num_seconds();
     assert!((-3600..-3500).contains(&off), "{off}");
 }

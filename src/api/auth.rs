@@ -208,9 +208,98 @@ mod hmac_jwt {
     }
 }
 
+/// Brakes on password guessing and on login floods.
+///
+/// - Failed logins are counted per account and per address (fixed memory,
+///   see [`FailureLimiter`]); an account or address over its limit is
+///   answered 429 with `Retry-After` without its password being checked,
+///   until the window ends.
+/// - Password hashing (argon2id: about 19 MiB and tens of milliseconds
+///   each, on purpose) runs at most [`HASHING_AT_ONCE`] at a time; a login
+///   or registration that cannot get a turn within [`HASHING_WAIT`] is
+///   answered 503 with `Retry-After`, so a flood costs bounded memory and
+///   CPU and the chargers' side of the server keeps its cores.
+pub struct LoginLimits {
+    accounts: crate::charger::auth::FailureLimiter,
+    addresses: crate::charger::auth::FailureLimiter,
+    hashing: tokio::sync::Semaphore,
+}
+
+/// Failed logins allowed per account, and per address, in [`LOGIN_WINDOW`].
+pub const ACCOUNT_FAILURES: u32 = 5;
+pub const ADDRESS_FAILURES: u32 = 30;
+pub const LOGIN_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Password hashes computed at once.
+pub const HASHING_AT_ONCE: usize = 4;
+/// How long a login waits for a hashing turn before a 503.
+pub const HASHING_WAIT: Duration = Duration::from_secs(5);
+
+impl Default for LoginLimits {
+    fn default() -> Self {
+        use crate::charger::auth::FailureLimiter;
+        LoginLimits {
+            accounts: FailureLimiter::new(ACCOUNT_FAILURES, LOGIN_WINDOW),
+            addresses: FailureLimiter::new(ADDRESS_FAILURES, LOGIN_WINDOW),
+            hashing: tokio::sync::Semaphore::new(HASHING_AT_ONCE),
+        }
+    }
+}
+
+impl LoginLimits {
+    /// `Some(retry_after)` when the account or the address is over its limit.
+    pub fn blocked(&self, email: &str, address: &str) -> Option<Duration> {
+        self.accounts
+            .blocked(&[email])
+            .max(self.addresses.blocked(&[address]))
+    }
+
+    pub fn failed(&self, email: &str, address: &str) {
+        self.accounts.record_failure(&[email]);
+        self.addresses.record_failure(&[address]);
+    }
+
+    /// A turn at hashing a password, or `None` when none came in time.
+    pub async fn hashing_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        tokio::time::timeout(HASHING_WAIT, self.hashing.acquire())
+            .await
+            .ok()?
+            .ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn password_hashing_waits_for_a_turn_and_gives_up_in_time() {
+        let limits = LoginLimits::default();
+        let mut held = Vec::new();
+        for _ in 0..HASHING_AT_ONCE {
+            held.push(limits.hashing_turn().await.expect("a free turn"));
+        }
+        // All turns taken: the next waits, then gives up.
+        let began = tokio::time::Instant::now();
+        assert!(limits.hashing_turn().await.is_none());
+        assert_eq!(began.elapsed(), HASHING_WAIT);
+        // One given back: the next gets it at once.
+        held.pop();
+        assert!(limits.hashing_turn().await.is_some());
+    }
+
+    #[test]
+    fn failed_logins_block_the_account_and_not_others() {
+        let limits = LoginLimits::default();
+        for _ in 0..ACCOUNT_FAILURES {
+            assert!(limits.blocked("account:a@x.io", "ip:192.0.2.1").is_none());
+            limits.failed("account:a@x.io", "ip:192.0.2.1");
+        }
+        let wait = limits
+            .blocked("account:a@x.io", "ip:192.0.2.9")
+            .expect("blocked");
+        assert!(wait <= LOGIN_WINDOW && wait > Duration::ZERO);
+        assert!(limits.blocked("account:b@x.io", "ip:192.0.2.1").is_none());
+    }
 
     #[test]
     fn hs256_matches_an_independently_computed_signature() {
@@ -265,7 +354,7 @@ pub mod routes {
     use crate::store::UserRecord;
     use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
     use argon2::Argon2;
-    use axum::extract::State;
+    use axum::extract::{ConnectInfo, State};
     use axum::http::StatusCode;
     use axum::routing::{get, post};
     use axum::{Json, Router};
@@ -308,6 +397,19 @@ pub mod routes {
                 .map_err(|e| anyhow::anyhow!("hashing: {e}"))
         })
         .await?
+    }
+
+    /// A turn at the bounded password hashing, or 503 with `Retry-After`.
+    async fn hashing_turn(state: &AppState) -> ApiResult<tokio::sync::SemaphorePermit<'_>> {
+        state.login_failures.hashing_turn().await.ok_or_else(|| {
+            let mut e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "BUSY",
+                "Too many logins at once; try again shortly",
+            );
+            e.retry_after_secs = Some(1);
+            e
+        })
     }
 
     async fn verify_password(password: String, hash: String) -> bool {
@@ -358,7 +460,10 @@ pub mod routes {
             email: Some(email),
             name,
             role: "driver".into(),
-            password_hash: Some(hash_password(password).await?),
+            password_hash: Some({
+                let _turn = hashing_turn(&state).await?;
+                hash_password(password).await?
+            }),
             battery_capacity_wh: None,
             created_at: crate::ocpp::time::now_ms(),
         };
@@ -383,17 +488,37 @@ pub mod routes {
         ))
     }
 
-    async fn login(State(state): State<AppState>, Body(body): Body) -> ApiResult<Json<Value>> {
+    async fn login(
+        State(state): State<AppState>,
+        ConnectInfo(remote): ConnectInfo<std::net::SocketAddr>,
+        Body(body): Body,
+    ) -> ApiResult<Json<Value>> {
         let email = body.string("email")?.to_lowercase();
         let password = body.secret("password")?;
-        let invalid = || ApiError::unauthorized("INVALID_CREDENTIALS", "Invalid email or password");
-        let user = state
-            .store
-            .user_by_email(&email)
-            .await?
-            .ok_or_else(invalid)?;
-        let hash = user.password_hash.clone().ok_or_else(invalid)?;
-        if !verify_password(password, hash).await {
+        let limits = &state.login_failures;
+        let account = format!("account:{email}");
+        let address = crate::charger::auth::address_key(remote.ip());
+        if let Some(retry_after) = limits.blocked(&account, &address) {
+            return Err(ApiError::too_many(
+                "Too many failed logins; try again later",
+                retry_after,
+            ));
+        }
+        let invalid = || {
+            limits.failed(&account, &address);
+            ApiError::unauthorized("INVALID_CREDENTIALS", "Invalid email or password")
+        };
+        let Some(user) = state.store.user_by_email(&email).await? else {
+            return Err(invalid());
+        };
+        let Some(hash) = user.password_hash.clone() else {
+            return Err(invalid());
+        };
+        let verified = {
+            let _turn = hashing_turn(&state).await?;
+            verify_password(password, hash).await
+        };
+        if !verified {
             return Err(invalid());
         }
         let token = state

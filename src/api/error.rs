@@ -15,6 +15,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub details: Value,
+    /// Sent as `Retry-After` (seconds), for 429 and 503.
+    pub retry_after_secs: Option<u64>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -26,6 +28,7 @@ impl ApiError {
             code,
             message: message.into(),
             details: Value::Null,
+            retry_after_secs: None,
         }
     }
 
@@ -43,6 +46,13 @@ impl ApiError {
 
     pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::UNAUTHORIZED, code, message)
+    }
+
+    /// 429 with `Retry-After`.
+    pub fn too_many(message: impl Into<String>, retry_after: std::time::Duration) -> Self {
+        let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_ATTEMPTS", message);
+        e.retry_after_secs = Some(retry_after.as_secs_f64().ceil().max(1.0) as u64);
+        e
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
@@ -110,7 +120,13 @@ impl From<EngineError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "success": false, "error": self.message, "code": self.code, "details": self.details });
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 

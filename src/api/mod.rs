@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod charging;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod payments;
 
@@ -18,9 +19,12 @@ use serde_json::{json, Value};
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .merge(auth::routes::router())
         .merge(charging::router())
         .merge(admin::router())
+        .merge(events::router())
         .merge(payments::router())
         .fallback(not_found)
 }
@@ -33,6 +37,44 @@ async fn not_found() -> error::ApiError {
 /// 503 with the reason, within a second, when the database cannot be reached
 /// or refuses writes (a full disk, a read-only file).
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    probe(&state, "health check").await
+}
+
+/// Readiness, for load balancers: what `/health` checks, and 503 from the
+/// moment the server starts shutting down, so no new charger or request is
+/// sent to a node that is leaving.
+async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    if *state.shutdown.borrow() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "reason": "the server is shutting down" })),
+        );
+    }
+    probe(&state, "readiness check").await
+}
+
+/// Prometheus metrics (OpenMetrics text). Unauthenticated, like `/health`:
+/// expose the port to the scraper, not to the internet, or put it behind
+/// the proxy's own access rules.
+async fn metrics(
+    State(state): State<AppState>,
+) -> Result<axum::response::Response, error::ApiError> {
+    use axum::response::IntoResponse;
+    let text = state
+        .metrics
+        .render(state.store.as_ref(), state.registry.count())
+        .await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+async fn probe(state: &AppState, what: &str) -> (StatusCode, Json<Value>) {
     let store = &state.store;
     let check = async {
         store
@@ -56,7 +98,8 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match problem {
         None => (StatusCode::OK, Json(json!({ "status": "ok" }))),
         Some(reason) => {
-            tracing::error!("health check: {reason}");
+            tracing::error!("{what}: {reason}");
+            state.metrics.database_error();
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(json!({ "status": "unavailable", "reason": reason })),

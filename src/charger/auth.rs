@@ -163,6 +163,23 @@ impl FailureLimiter {
         retry_after
     }
 
+    /// Whether any key is already over the limit, without counting anything:
+    /// `Some(retry_after)` until its window ends.
+    pub fn blocked(&self, keys: &[&str]) -> Option<Duration> {
+        let now = Instant::now();
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let count = slots.len();
+        keys.iter()
+            .filter_map(|key| {
+                let slot = slots[self.slot_of(key, count)];
+                let since = slot.since?;
+                let age = now.saturating_duration_since(since);
+                (age < self.window && slot.failures >= self.max_failures)
+                    .then(|| self.window.saturating_sub(age))
+            })
+            .max()
+    }
+
     /// Holds a failure over the limit for a moment before it is answered, so
     /// a flood costs its sender time. True when it waited; false when the
     /// tarpit is full and the answer must go out at once.

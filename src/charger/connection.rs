@@ -11,8 +11,9 @@ use super::handlers::ChargerContext;
 use super::registry::{Attachment, Command};
 use super::CommandError;
 use crate::ocpp::frame::{self, Frame, FrameError};
+use crate::ocpp::schema::{self, Receiver};
 use crate::ocpp::time::now_ms;
-use crate::ocpp::{action, schema, Call, CallError, ErrorCode};
+use crate::ocpp::{Call, CallError, ErrorCode};
 use crate::state::AppState;
 use crate::store::{Direction, NewLogEntry, RegistrationStatus};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -88,6 +89,18 @@ impl Connection {
             connection = self.attachment.connection_id,
             "charger connected"
         );
+        let connected = serde_json::json!({ "chargerId": self.attachment.charger_id });
+        crate::webhooks::enqueue(
+            &self.state.store,
+            &self.state.config,
+            "charger.connected",
+            connected.clone(),
+        )
+        .await;
+        self.state
+            .engine
+            .events()
+            .publish("charger.connected", None, connected);
         let mut shutdown = self.state.shutdown.clone();
         let ping_every = self.state.config.ws_ping_interval;
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
@@ -181,16 +194,27 @@ impl Connection {
         {
             tracing::warn!("could not record the disconnect: {e:#}");
         }
-        tracing::info!(
-            reason = match exit {
-                Exit::Closed => "closed by charger",
-                Exit::Replaced => "replaced",
-                Exit::ShuttingDown => "shutdown",
-                Exit::Unresponsive => "unresponsive",
-                Exit::Failed => "socket error",
-            },
-            "charger disconnected"
-        );
+        let reason = match exit {
+            Exit::Closed => "closed by charger",
+            Exit::Replaced => "replaced",
+            Exit::ShuttingDown => "shutdown",
+            Exit::Unresponsive => "unresponsive",
+            Exit::Failed => "socket error",
+        };
+        tracing::info!(reason, "charger disconnected");
+        let disconnected =
+            serde_json::json!({ "chargerId": self.attachment.charger_id, "reason": reason });
+        crate::webhooks::enqueue(
+            &self.state.store,
+            &self.state.config,
+            "charger.disconnected",
+            disconnected.clone(),
+        )
+        .await;
+        self.state
+            .engine
+            .events()
+            .publish("charger.disconnected", None, disconnected);
     }
 
     async fn send_text(&mut self, text: String) -> Result<(), axum::Error> {
@@ -224,6 +248,7 @@ impl Connection {
     async fn on_text(&mut self, text: &str) -> Result<(), axum::Error> {
         match frame::parse(text) {
             Ok(Frame::Call(call)) => {
+                let received = std::time::Instant::now();
                 self.log(Direction::In, 2, &call.id, Some(&call.action), text)
                     .await;
                 let answer = self.answer(&call).await;
@@ -234,6 +259,21 @@ impl Connection {
                         frame::encode_error(&call.id, error)
                     }
                 };
+                // Unknown actions are counted under one label: a charger
+                // must not be able to grow the metric's series at will.
+                let action = if crate::ocpp::action::is_ocpp16_action(&call.action) {
+                    call.action.as_str()
+                } else {
+                    "(unknown)"
+                };
+                let outcome = match &answer {
+                    Ok(_) => "answered",
+                    Err(error) => error.code.as_str(),
+                };
+                self.context
+                    .state
+                    .metrics
+                    .ocpp_answered(action, outcome, received.elapsed());
                 self.log(
                     Direction::Out,
                     if answer.is_ok() { 3 } else { 4 },
@@ -273,6 +313,11 @@ impl Connection {
             Err(FrameError::Reply { id, error }) => {
                 self.log(Direction::In, 2, &id, None, text).await;
                 tracing::info!(%error, "malformed CALL");
+                self.context.state.metrics.ocpp_answered(
+                    "(unknown)",
+                    error.code.as_str(),
+                    std::time::Duration::ZERO,
+                );
                 let out = frame::encode_error(&id, &error);
                 self.log(Direction::Out, 4, &id, None, &out).await;
                 self.send_text(out).await
@@ -290,19 +335,7 @@ impl Connection {
 
     /// The answer to one CALL: validated, gated by registration, handled.
     async fn answer(&mut self, call: &Call) -> Result<Value, CallError> {
-        if !action::is_ocpp16_action(&call.action) {
-            return Err(CallError::new(
-                ErrorCode::NotImplemented,
-                format!("Unknown action {}", call.action),
-            ));
-        }
-        if !action::is_charger_to_server(&call.action) {
-            return Err(CallError::new(
-                ErrorCode::NotSupported,
-                format!("{} is not accepted from a charger", call.action),
-            ));
-        }
-        schema::validate_request(&call.action, &call.payload)?;
+        schema::check_call(Receiver::CentralSystem, &call.action, &call.payload)?;
         if call.action != "BootNotification"
             && self.context.registration != Some(RegistrationStatus::Accepted)
         {

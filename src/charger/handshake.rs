@@ -72,9 +72,36 @@ async fn refuse_failed(
         .into_response()
 }
 
+/// The OCPP endpoint: a charger's WebSocket handshake, accepted (101) or
+/// refused; refusals are counted by reason for `/metrics`.
 pub async fn upgrade(
     State(state): State<AppState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let metrics = state.metrics.clone();
+    let response = handshake(state, remote, uri, headers, ws).await;
+    let reason = match response.status() {
+        StatusCode::SWITCHING_PROTOCOLS => None,
+        StatusCode::BAD_REQUEST => Some("bad_request"),
+        StatusCode::UPGRADE_REQUIRED => Some("not_websocket"),
+        StatusCode::NOT_FOUND => Some("unknown_charger"),
+        StatusCode::UNAUTHORIZED => Some("bad_credentials"),
+        StatusCode::TOO_MANY_REQUESTS => Some("too_many_failures"),
+        StatusCode::SERVICE_UNAVAILABLE => Some("unavailable"),
+        _ => Some("other"),
+    };
+    if let Some(reason) = reason {
+        metrics.handshake_refused(reason);
+    }
+    response
+}
+
+async fn handshake(
+    state: AppState,
+    remote: SocketAddr,
     uri: Uri,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,

@@ -578,7 +578,7 @@ impl super::Engine {
         write.readings = readings;
         write.anomalies = found.list;
         if !write.is_empty() {
-            store.apply(write).await?;
+            self.commit(write).await?;
         }
         if let Some((i, record)) = updated {
             state.txs[i].record = record;
@@ -632,7 +632,7 @@ impl super::Engine {
                 let mut write = ChargerWrite::new(&charger_id);
                 write.readings = readings;
                 write.anomalies = found.list;
-                store.apply(write).await?;
+                self.commit(write).await?;
                 state.remember(None, remember);
                 return Ok(if kind == "unknown_transaction" {
                     StopOutcome::UnknownTransaction
@@ -667,7 +667,7 @@ impl super::Engine {
             write.readings = readings;
             write.anomalies = found.list;
             if !write.is_empty() {
-                store.apply(write).await?;
+                self.commit(write).await?;
             }
             state.remember(Some(i), remember);
             return Ok(outcome);
@@ -755,7 +755,7 @@ impl super::Engine {
         write.transactions.push(record.clone());
         write.readings = readings;
         write.anomalies = found.list;
-        store.apply(write).await?;
+        self.commit(write).await?;
         state.txs[i].record = record;
         state.remember(Some(i), remember);
         let finished = state.txs.remove(i);
@@ -812,7 +812,7 @@ impl super::Engine {
         write.seen = Some(received_at);
         write.connector = Some(status);
         write.anomalies = found.list;
-        store.apply(write).await?;
+        self.commit(write).await?;
         if connector_id > 0 {
             state.connectors.insert(connector_id);
         }
@@ -855,7 +855,27 @@ impl super::Engine {
             );
         }
         tx.anomalies.append(&mut found.list);
+        let anomalies = if self.events.listened() {
+            tx.anomalies.clone()
+        } else {
+            Vec::new()
+        };
         let outcome = store.start_transaction(tx, decide_start).await?;
+        if self.events.listened() && !outcome.retransmission {
+            // The session now bound to the transaction, and those of the
+            // transactions this start closed.
+            let mut changed: Vec<String> = outcome.session.iter().map(|s| s.id.clone()).collect();
+            for closed in &outcome.closed {
+                if let Some(s) = state
+                    .tx_index(closed.id)
+                    .and_then(|i| state.txs[i].session.as_ref())
+                {
+                    changed.push(s.id.clone());
+                }
+            }
+            self.publish_sessions(&changed).await;
+            self.publish_anomalies(&anomalies);
+        }
         for closed in &outcome.closed {
             if let Some(i) = state.tx_index(closed.id) {
                 state.txs[i].record = closed.clone();
@@ -870,6 +890,50 @@ impl super::Engine {
         Ok(outcome)
     }
 
+    /// Commits a charger's write, then tells listeners what it changed:
+    /// its sessions, its connector's status, the anomalies it found.
+    async fn commit(&self, write: ChargerWrite) -> Result<()> {
+        if !self.events.listened() {
+            return self.store.apply(write).await;
+        }
+        let sessions: Vec<String> = write
+            .sessions
+            .iter()
+            .chain(&write.corrections)
+            .map(|p| p.session_id.clone())
+            .collect();
+        let anomalies = write.anomalies.clone();
+        let connector = write.connector.clone();
+        self.store.apply(write).await?;
+        self.publish_sessions(&sessions).await;
+        if let Some(c) = connector {
+            self.events.publish(
+                "connector.status",
+                None,
+                json!({
+                    "chargerId": c.charger_id, "connectorId": c.connector_id,
+                    "status": c.status, "errorCode": c.error_code, "info": c.info,
+                    "timestamp": c.status_at,
+                }),
+            );
+        }
+        self.publish_anomalies(&anomalies);
+        Ok(())
+    }
+
+    fn publish_anomalies(&self, anomalies: &[NewAnomaly]) {
+        for a in anomalies {
+            self.events.publish(
+                "anomaly",
+                None,
+                json!({
+                    "chargerId": a.charger_id, "transactionId": a.transaction_id,
+                    "kind": a.kind, "detail": a.detail, "occurredAt": a.occurred_at,
+                }),
+            );
+        }
+    }
+
     /// Any other message that proves the charger alive (a heartbeat, a
     /// notification), with the anomalies its handler found.
     pub async fn charger_alive(
@@ -881,14 +945,14 @@ impl super::Engine {
         let mut write = ChargerWrite::new(charger_id);
         write.heartbeat = Some(at);
         write.anomalies = anomalies;
-        self.store.apply(write).await
+        self.commit(write).await
     }
 
     /// The charger was last heard from at `at` (it disconnected).
     pub async fn charger_seen(&self, charger_id: &str, at: DateTime<Utc>) -> Result<()> {
         let mut write = ChargerWrite::new(charger_id);
         write.seen = Some(at);
-        self.store.apply(write).await
+        self.commit(write).await
     }
 }
 

@@ -17,6 +17,7 @@
 
 pub mod calc;
 pub mod charging;
+pub mod events;
 pub mod meter;
 pub mod money;
 pub mod service;

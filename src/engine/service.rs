@@ -71,6 +71,7 @@ pub struct Engine {
     pub(super) store: SharedStore,
     registry: Registry,
     config: Arc<Config>,
+    pub(super) events: super::events::Events,
 }
 
 /// The OCPP connector number in an app's connector name (`connector-2`, `2`).
@@ -117,6 +118,45 @@ impl Engine {
             store,
             registry,
             config,
+            events: Default::default(),
+        }
+    }
+
+    /// Live events, published after each change is committed.
+    pub fn events(&self) -> &super::events::Events {
+        &self.events
+    }
+
+    /// Tells listeners about a session as it now stands.
+    pub(super) fn publish_session(&self, s: &SessionRecord, started: bool) {
+        if !self.events.listened() {
+            return;
+        }
+        let name = match s.status.as_str() {
+            SESSION_COMPLETED => "session.completed",
+            SESSION_CANCELLED => "session.cancelled",
+            _ if started => "session.started",
+            _ => "session.updated",
+        };
+        self.events.publish(
+            name,
+            Some(s.user_id.clone()),
+            super::view::session_json(s, Utc::now()),
+        );
+    }
+
+    /// Tells listeners about sessions a commit changed, read back as stored
+    /// (only while someone listens).
+    pub(super) async fn publish_sessions(&self, ids: &[String]) {
+        if !self.events.listened() {
+            return;
+        }
+        for id in ids {
+            match self.store.session(id).await {
+                Ok(Some(s)) => self.publish_session(&s, false),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(session = %id, "event not published: {e:#}"),
+            }
         }
     }
 
@@ -232,7 +272,10 @@ impl Engine {
 
     async fn create(&self, session: SessionRecord) -> Result<SessionRecord, EngineError> {
         match self.store.create_session(session.clone()).await? {
-            Ok(()) => Ok(session),
+            Ok(()) => {
+                self.publish_session(&session, true);
+                Ok(session)
+            }
             Err(SessionConflict::UserHasActiveSession) => Err(EngineError::ActiveSessionExists),
             Err(SessionConflict::ConnectorBusy) => {
                 Err(EngineError::ConnectorBusy(session.connector_id))
@@ -283,6 +326,7 @@ impl Engine {
         session.end_reason = Some(reason.to_owned());
         session.cost_minor = 0;
         session.updated_at = Utc::now();
+        self.publish_session(&session, false);
         Ok(session)
     }
 
@@ -343,6 +387,12 @@ impl Engine {
         if !saved {
             return Err(EngineError::NoActiveSession);
         }
+        if session.source == "app" {
+            self.publish_session(&session, false);
+        } else {
+            self.publish_sessions(std::slice::from_ref(&session.id))
+                .await;
+        }
         Ok(session)
     }
 
@@ -392,6 +442,7 @@ impl Engine {
             if !self.store.save_session(session.clone()).await? {
                 return Err(EngineError::SessionNotActive);
             }
+            self.publish_session(&session, false);
             return Ok((session, false));
         }
 

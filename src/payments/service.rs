@@ -395,6 +395,8 @@ impl Payments {
                 if let Some(l) = &link {
                     self.links.withdraw(l).await;
                 }
+            } else if let Some(l) = &link {
+                self.publish_link("payment.link_created", l);
             }
         }
         let links = self.store.payment_links_of_session(session_id).await?;
@@ -483,6 +485,7 @@ impl Payments {
             .create(&session, old.amount_minor, &old.metadata)
             .await?;
         self.store.create_payment_link(&link, Some(&old.id)).await?;
+        self.publish_link("payment.link_created", &link);
         Ok(link)
     }
 
@@ -536,7 +539,16 @@ impl Payments {
                 "This payment link is no longer pending".into(),
             ));
         }
-        Ok(self.store.payment_link(&link.id).await?.unwrap_or(link))
+        let paid = self.store.payment_link(&link.id).await?.unwrap_or(link);
+        self.publish_link("payment.paid", &paid);
+        Ok(paid)
+    }
+
+    /// Tells listeners about a payment link (after its commit).
+    fn publish_link(&self, name: &'static str, link: &PaymentLinkRecord) {
+        self.engine
+            .events()
+            .publish(name, Some(link.user_id.clone()), link_json(link));
     }
 
     /// Verifies and applies a Stripe webhook. Ok(false) for a replayed event.
@@ -587,6 +599,11 @@ impl Payments {
                 .set_link_status(&link.id, status, now_ms())
                 .await?;
             tracing::info!(link = %link.id, status, changed, "Stripe webhook applied");
+            if changed && status == LINK_PAID {
+                if let Some(paid) = self.store.payment_link(&link.id).await? {
+                    self.publish_link("payment.paid", &paid);
+                }
+            }
         }
         Ok(true)
     }

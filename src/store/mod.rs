@@ -246,9 +246,60 @@ pub trait LogStore: Send + Sync {
     async fn anomalies(&self, charger_id: Option<&str>, limit: i64) -> Result<Vec<Anomaly>>;
 }
 
+/// A delivery of a webhook event that is due.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueDelivery {
+    pub event_id: i64,
+    pub url: String,
+    pub kind: String,
+    /// The event's data, JSON text.
+    pub data: String,
+    pub created_ms: i64,
+    pub attempts: i64,
+    pub next_attempt_ms: i64,
+}
+
+/// The webhook outbox: events are written by database triggers in the same
+/// transaction as their change; these move them to their receivers.
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    /// An event with no change of its own behind it (a charger connecting).
+    async fn enqueue_webhook_event(&self, kind: &str, data: &str, now_ms: i64) -> Result<()>;
+    /// Gives up to `limit` new events one delivery per receiver, due now
+    /// (with no receivers, deletes them). Returns how many events it took.
+    async fn dispatch_webhook_events(
+        &self,
+        urls: &[String],
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<usize>;
+    /// Deliveries due at `now_ms`, oldest first.
+    async fn due_webhook_deliveries(&self, now_ms: i64, limit: i64) -> Result<Vec<DueDelivery>>;
+    /// Takes a due delivery for this worker until `lease_until_ms`: false
+    /// when another worker (or node) took it first.
+    async fn claim_webhook_delivery(&self, d: &DueDelivery, lease_until_ms: i64) -> Result<bool>;
+    async fn webhook_delivered(&self, event_id: i64, url: &str, at_ms: i64) -> Result<()>;
+    /// An attempt failed: try again at `next_attempt_ms`, or never (`None`).
+    async fn webhook_attempt_failed(
+        &self,
+        event_id: i64,
+        url: &str,
+        attempts: i64,
+        next_attempt_ms: Option<i64>,
+        error: &str,
+    ) -> Result<()>;
+}
+
 #[async_trait]
 pub trait Store:
-    ChargerStore + TransactionStore + SessionStore + PeopleStore + LogStore + PaymentStore + 'static
+    ChargerStore
+    + TransactionStore
+    + SessionStore
+    + PeopleStore
+    + LogStore
+    + PaymentStore
+    + WebhookStore
+    + 'static
 {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
@@ -264,6 +315,60 @@ pub trait Store:
     /// Writes one small row through the writer: after a failure, whether
     /// the database takes writes again.
     async fn probe_write(&self) -> Result<()>;
+    /// The writer's own metrics (batches, batch sizes, commit latency), for
+    /// the `/metrics` endpoint to register.
+    fn writer_metrics(&self) -> WriterMetrics;
+    /// Totals the database holds, for `/metrics`.
+    async fn figures(&self) -> Result<StoreFigures>;
+}
+
+/// The group-commit writer's metrics. Cloning shares the same counters.
+#[derive(Clone)]
+pub struct WriterMetrics {
+    /// Batches by `outcome`: `committed`, or `failed` (some write in it failed).
+    pub batches: prometheus_client::metrics::family::Family<
+        Vec<(&'static str, &'static str)>,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    pub batch_size: prometheus_client::metrics::histogram::Histogram,
+    pub commit_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for WriterMetrics {
+    fn default() -> Self {
+        use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+        WriterMetrics {
+            batches: Default::default(),
+            // 1 to 4,096 writes.
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
+            // 0.25 ms to about 4 s.
+            commit_seconds: Histogram::new(exponential_buckets(0.00025, 2.0, 15)),
+        }
+    }
+}
+
+impl WriterMetrics {
+    pub fn batch(&self, writes: usize, took: std::time::Duration, failed: bool) {
+        let outcome = if failed { "failed" } else { "committed" };
+        self.batches
+            .get_or_create(&vec![("outcome", outcome)])
+            .inc();
+        self.batch_size.observe(writes as f64);
+        self.commit_seconds.observe(took.as_secs_f64());
+    }
+}
+
+/// What `/metrics` reads from the database at each scrape.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoreFigures {
+    /// (status, sessions)
+    pub sessions_by_status: Vec<(String, i64)>,
+    /// Energy of the completed sessions, Wh.
+    pub completed_energy_wh: f64,
+    /// (provider, status, links)
+    pub payment_links: Vec<(String, String, i64)>,
+    /// (provider, status, checks)
+    pub balance_checks: Vec<(String, String, i64)>,
 }
 
 pub type SharedStore = Arc<dyn Store>;

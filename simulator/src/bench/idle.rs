@@ -29,8 +29,9 @@ use super::meter::Frames;
 use crate::charger::connection::{self, Ws};
 use crate::charger::{jittered, next_backoff};
 use crate::load::{call, latency_histogram, Latency, Outcome};
-use crate::protocol::{error_code, Frame};
 use crate::Endpoint;
+use ocpp_j::frame::{self, Call, Frame};
+use ocpp_j::{CallError, ErrorCode};
 
 #[derive(Debug, Clone)]
 pub struct IdleConfig {
@@ -274,9 +275,9 @@ impl Charger {
                 message = ws.next() => match message {
                     Some(Ok(Message::Text(text))) => {
                         // No server commands are expected; answer any honestly.
-                        if let Ok(Frame::Call { id, .. }) = Frame::parse(&text) {
-                            let answer = Frame::error(id, error_code::NOT_SUPPORTED, "bench charger");
-                            if ws.send(Message::text(answer.to_text())).await.is_err() {
+                        if let Ok(Frame::Call(Call { id, .. })) = frame::parse(&text) {
+                            let answer = CallError::new(ErrorCode::NotSupported, "bench charger");
+                            if ws.send(Message::text(frame::encode_error(&id, &answer))).await.is_err() {
                                 break Ended::Lost;
                             }
                         }

@@ -27,8 +27,8 @@ use tokio::sync::Semaphore;
 
 use crate::charger::connection::{self, Ws};
 use crate::load::{call, call_text, latency_histogram, Latency, Outcome};
-use crate::protocol::timestamp;
 use crate::Endpoint;
+use ocpp_j::time::format_ms;
 
 /// Sampled values in every MeterValues the benchmark sends.
 pub const SAMPLED_VALUES_PER_MESSAGE: u64 = 8;
@@ -181,7 +181,7 @@ impl MeterConn {
         }
         let now = Utc::now();
         let start = json!({"connectorId": 1, "idTag": format!("BENCH-{}", index + 1),
-                           "meterStart": register_wh, "timestamp": timestamp(now)});
+                           "meterStart": register_wh, "timestamp": format_ms(now)});
         let outcome = call(
             &mut ws,
             format!("{charger_id}-start"),
@@ -315,7 +315,7 @@ impl Readings {
         let frame = format!(
             r#"[2,"{id}","MeterValues",{{"connectorId":1,"transactionId":{},"meterValue":[{{"timestamp":"{}","sampledValue":[{sampled}]}}]}}]"#,
             self.transaction_id,
-            timestamp(at)
+            format_ms(at)
         );
         (id, frame)
     }
@@ -358,8 +358,9 @@ mod tests {
     }
 
     fn sampled_at(frame: &Value) -> DateTime<Utc> {
-        crate::protocol::parse_timestamp(frame[3]["meterValue"][0]["timestamp"].as_str().unwrap())
+        ocpp_j::time::parse_charger_time(frame[3]["meterValue"][0]["timestamp"].as_str().unwrap())
             .unwrap()
+            .at
     }
 
     #[test]

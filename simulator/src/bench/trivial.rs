@@ -30,7 +30,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::charger::connection::ws_config;
-use crate::protocol::timestamp;
+use ocpp_j::time::format_ms;
 
 /// What every connection shares: the heartbeat interval it hands out and the
 /// next transactionId.
@@ -51,7 +51,7 @@ impl Answers {
             return None;
         }
         let id = serde_json::to_string(&id).ok()?;
-        let now = || timestamp(chrono::Utc::now());
+        let now = || format_ms(chrono::Utc::now());
         let payload = match action.as_str() {
             "BootNotification" => format!(
                 r#"{{"status":"Accepted","currentTime":"{}","interval":{}}}"#,

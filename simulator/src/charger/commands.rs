@@ -14,14 +14,16 @@ use super::outbox::Outgoing;
 use super::session::Reservation;
 use super::smart_charging::{Profile, Purpose, TxContext};
 use super::{Charger, Scheduled};
-use crate::protocol::{error_code, parse_timestamp};
 use crate::vehicle::Vehicle;
+use ocpp_j::schema::{self, Receiver};
+use ocpp_j::time::parse_charger_time;
+use ocpp_j::{CallError, ErrorCode};
 use rand::Rng;
 
 type Followup = Box<dyn FnOnce(&mut Charger) + Send>;
 
 pub(super) struct Answer {
-    pub result: Result<Value, (&'static str, String)>,
+    pub result: Result<Value, CallError>,
     pub then: Followup,
 }
 
@@ -43,18 +45,18 @@ fn status(s: &str) -> Answer {
     ok(json!({ "status": s }))
 }
 
-type Invalid = (&'static str, String);
+type Invalid = CallError;
 
 fn missing(key: &str) -> Invalid {
-    (
-        error_code::OCCURENCE_CONSTRAINT_VIOLATION,
+    CallError::new(
+        ErrorCode::OccurenceConstraintViolation,
         format!("{key} is required"),
     )
 }
 
 fn wrong_type(key: &str) -> Invalid {
-    (
-        error_code::TYPE_CONSTRAINT_VIOLATION,
+    CallError::new(
+        ErrorCode::TypeConstraintViolation,
         format!("{key} has the wrong type"),
     )
 }
@@ -91,27 +93,19 @@ fn one_of<'a>(value: &'a str, key: &str, allowed: &[&str]) -> Result<&'a str, In
     if allowed.contains(&value) {
         Ok(value)
     } else {
-        Err((
-            error_code::PROPERTY_CONSTRAINT_VIOLATION,
+        Err(CallError::new(
+            ErrorCode::PropertyConstraintViolation,
             format!("{key} {value:?} is not one of {allowed:?}"),
         ))
     }
 }
 
-/// Security-extension commands: known actions this charger does not support.
-const NOT_SUPPORTED: &[&str] = &[
-    "CertificateSigned",
-    "DeleteCertificate",
-    "ExtendedTriggerMessage",
-    "GetInstalledCertificateIds",
-    "GetLog",
-    "InstallCertificate",
-    "SignedUpdateFirmware",
-];
-
 impl Charger {
     pub(super) fn on_call(&mut self, _id: &str, action: &str, p: &Value) -> Answer {
-        let result = match action {
+        // Checked as a central system checks a charger's CALLs (the same
+        // code): the action, its direction, its payload against the schema.
+        let checked = schema::check_call(Receiver::ChargePoint, action, p);
+        let result = checked.and_then(|()| match action {
             "RemoteStartTransaction" => self.remote_start(p),
             "RemoteStopTransaction" => self.remote_stop(p),
             "Reset" => self.reset(p),
@@ -131,11 +125,12 @@ impl Charger {
             "SendLocalList" => self.send_local_list(p),
             "UpdateFirmware" => self.update_firmware(p),
             "GetDiagnostics" => self.get_diagnostics(p),
-            a if NOT_SUPPORTED.contains(&a) => {
-                Err((error_code::NOT_SUPPORTED, format!("{a} is not supported")))
-            }
-            a => Err((error_code::NOT_IMPLEMENTED, format!("unknown action {a}"))),
-        };
+            // The security extension's commands: known, not supported here.
+            a => Err(CallError::new(
+                ErrorCode::NotSupported,
+                format!("{a} is not supported"),
+            )),
+        });
         result.unwrap_or_else(|e| Answer {
             result: Err(e),
             then: Box::new(|_| {}),
@@ -145,8 +140,8 @@ impl Charger {
     fn connector_arg(&self, p: &Value, key: &str) -> Result<Option<u32>, Invalid> {
         match opt_int(p, key)? {
             None => Ok(None),
-            Some(c) if c < 0 => Err((
-                error_code::PROPERTY_CONSTRAINT_VIOLATION,
+            Some(c) if c < 0 => Err(CallError::new(
+                ErrorCode::PropertyConstraintViolation,
                 format!("{key} is negative"),
             )),
             Some(c) => Ok(Some(c as u32)),
@@ -413,7 +408,9 @@ impl Charger {
         let id_tag = req_str(p, "idTag")?.to_string();
         let parent = opt_str(p, "parentIdTag")?.map(str::to_string);
         let reservation_id = req_int(p, "reservationId")?;
-        let expiry = parse_timestamp(expiry).ok_or_else(|| wrong_type("expiryDate"))?;
+        let expiry = parse_charger_time(expiry)
+            .ok_or_else(|| wrong_type("expiryDate"))?
+            .at;
         // Connector 0 reservations are optional; ReserveConnectorZeroSupported is false.
         if !self.valid_connector(c) {
             return Ok(status("Rejected"));
@@ -534,8 +531,8 @@ impl Charger {
             Some("TxDefaultProfile") => Some(Purpose::TxDefault),
             Some("TxProfile") => Some(Purpose::Tx),
             Some(other) => {
-                return Err((
-                    error_code::PROPERTY_CONSTRAINT_VIOLATION,
+                return Err(CallError::new(
+                    ErrorCode::PropertyConstraintViolation,
                     format!("purpose {other}"),
                 ))
             }
@@ -562,8 +559,8 @@ impl Charger {
             Some("A") => true,
             Some("W") | None => false,
             Some(other) => {
-                return Err((
-                    error_code::PROPERTY_CONSTRAINT_VIOLATION,
+                return Err(CallError::new(
+                    ErrorCode::PropertyConstraintViolation,
                     format!("unit {other}"),
                 ))
             }
@@ -645,8 +642,9 @@ impl Charger {
 
     fn update_firmware(&mut self, p: &Value) -> Result<Answer, Invalid> {
         req_str(p, "location")?;
-        let retrieve = parse_timestamp(req_str(p, "retrieveDate")?)
-            .ok_or_else(|| wrong_type("retrieveDate"))?;
+        let retrieve = parse_charger_time(req_str(p, "retrieveDate")?)
+            .ok_or_else(|| wrong_type("retrieveDate"))?
+            .at;
         let wait = ((retrieve - self.now()).num_milliseconds() as f64 / 1000.0).max(1.0);
         self.schedule(wait, Scheduled::FirmwareStep(0));
         Ok(ok(json!({})))

@@ -39,11 +39,13 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::clock::SimClock;
-use crate::protocol::{timestamp, Frame};
 use crate::summary::{ProbeResult, Recorder};
 use crate::vehicle::{ChargerModel, Vehicle, VehicleModel};
 use config_keys::ConfigKeys;
 use connection::{Endpoint, Ws};
+use ocpp_j::frame::{self, Call, Frame, FrameError};
+use ocpp_j::time::format_ms;
+use ocpp_j::{schema, CallError, ErrorCode};
 use outbox::{Outbox, Outgoing};
 use session::{Connector, FinishedTx};
 use smart_charging::Profiles;
@@ -259,6 +261,28 @@ struct InFlight {
     deadline: Instant,
 }
 
+/// Why a CALL of ours got no usable answer: the server's CALLERROR, or an
+/// answer that failed its schema.
+struct Refusal {
+    code: String,
+    description: String,
+}
+
+/// The message id of a probe frame, when its answer can be told by it: a CALL
+/// (even a malformed one whose id can be read), or a frame of an unknown
+/// MessageTypeId, which a server should ignore but may answer.
+fn probe_id(text: &str) -> Option<String> {
+    match frame::parse(text) {
+        Ok(Frame::Call(Call { id, .. })) | Err(FrameError::Reply { id, .. }) => Some(id),
+        Err(FrameError::UnknownMessageType(_)) => serde_json::from_str::<Value>(text)
+            .ok()?
+            .get(1)?
+            .as_str()
+            .map(str::to_owned),
+        _ => None,
+    }
+}
+
 /// Something the charger does later by itself.
 #[derive(Debug, Clone)]
 enum Scheduled {
@@ -400,7 +424,7 @@ impl Charger {
     }
 
     fn now_ts(&self) -> String {
-        timestamp(self.now())
+        format_ms(self.now())
     }
 
     #[tracing::instrument(name = "charger", skip_all, fields(id = %self.cfg.id))]
@@ -520,10 +544,6 @@ impl Charger {
         }
     }
 
-    async fn send_frame(&mut self, frame: &Frame) -> bool {
-        self.send_text(frame.to_text()).await
-    }
-
     async fn send_text(&mut self, text: String) -> bool {
         let Some(ws) = self.conn.as_mut() else {
             return false;
@@ -560,9 +580,7 @@ impl Charger {
             return;
         }
         if let Some(text) = (!self.probes.is_empty()).then(|| self.probes.remove(0)) {
-            if let Ok(Frame::Call { id, .. })
-            | Err(crate::protocol::FrameError { id: Some(id), .. }) = Frame::parse(&text)
-            {
+            if let Some(id) = probe_id(&text) {
                 self.probes_waiting.insert(id, text.clone());
             } else {
                 self.rec.record_probe(ProbeResult {
@@ -607,10 +625,10 @@ impl Charger {
             out.payload["transactionId"] = json!(server_id);
         }
         out.attempts += 1;
-        let frame = Frame::call(id.clone(), out.action.clone(), out.payload.clone());
+        let text = frame::encode_call(&id, &out.action, &out.payload);
         let deadline = Instant::now() + self.cfg.call_timeout;
         self.in_flight = Some(InFlight { id, out, deadline });
-        if self.send_frame(&frame).await {
+        if self.send_text(text).await {
             self.rec.stats.calls_sent.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -647,42 +665,63 @@ impl Charger {
             _ => return,
         };
         tracing::debug!("<< {text}");
-        match Frame::parse(&text) {
-            Ok(Frame::Call {
+        match frame::parse(&text) {
+            Ok(Frame::Call(Call {
                 id,
                 action,
                 payload,
-            }) => {
+            })) => {
                 self.rec.stats.server_calls.fetch_add(1, Ordering::Relaxed);
                 let answer = self.on_call(&id, &action, &payload);
-                let frame = match answer.result {
-                    Ok(payload) => Frame::result(id, payload),
-                    Err((code, description)) => Frame::error(id, code, description),
+                // Our own answers are held to their schema, as the server's
+                // are: a bug here shows as an InternalError, not as a payload
+                // the server has to make sense of.
+                let (out, then) = match answer.result {
+                    Ok(payload) => match schema::validate_response(&action, &payload) {
+                        Ok(()) => (frame::encode_result(&id, &payload), Some(answer.then)),
+                        Err(e) => {
+                            tracing::error!(
+                                "our answer to {action} fails its schema: {e}: {payload}"
+                            );
+                            let error = CallError::new(
+                                ErrorCode::InternalError,
+                                "the charger's answer failed its schema",
+                            );
+                            (frame::encode_error(&id, &error), None)
+                        }
+                    },
+                    Err(error) => (frame::encode_error(&id, &error), Some(answer.then)),
                 };
-                if self.send_frame(&frame).await {
-                    (answer.then)(self);
+                if self.send_text(out).await {
+                    if let Some(then) = then {
+                        then(self);
+                    }
                 }
             }
             Ok(Frame::CallResult { id, payload }) => self.on_answer(&id, Ok(payload)),
-            Ok(Frame::CallError(e)) => {
+            Ok(Frame::CallError {
+                id,
+                code,
+                description,
+                ..
+            }) => {
                 self.rec.stats.call_errors.fetch_add(1, Ordering::Relaxed);
-                let id = e.id.clone();
-                self.on_answer(&id, Err(e));
+                self.on_answer(&id, Err(Refusal { code, description }));
             }
-            Err(e) if e.is_unknown_type() => {
-                tracing::debug!("unknown message type ignored: {text}")
+            Err(FrameError::UnknownMessageType(t)) => {
+                tracing::debug!("unknown message type {t} ignored: {text}")
             }
-            Err(e) => {
-                tracing::warn!("bad frame from server: {}: {text}", e.description);
-                if let Some(id) = e.id {
-                    self.send_frame(&Frame::error(id, e.code, e.description))
-                        .await;
-                }
+            Err(FrameError::Unreadable(why)) => {
+                tracing::warn!("bad frame from server dropped: {why}: {text}")
+            }
+            Err(FrameError::Reply { id, error }) => {
+                tracing::warn!("bad frame from server: {error}: {text}");
+                self.send_text(frame::encode_error(&id, &error)).await;
             }
         }
     }
 
-    fn on_answer(&mut self, id: &str, answer: Result<Value, crate::protocol::CallError>) {
+    fn on_answer(&mut self, id: &str, answer: Result<Value, Refusal>) {
         if let Some(sent) = self.probes_waiting.remove(id) {
             let answer = match &answer {
                 Ok(_) => "result".to_string(),
@@ -700,6 +739,22 @@ impl Charger {
             return;
         }
         let InFlight { out, .. } = self.in_flight.take().unwrap();
+        // An answer that does not fit its schema cannot be acted on (the same
+        // check the server makes of a charger's answers): it counts as a
+        // refusal, so a transaction message is sent again.
+        let answer =
+            answer.and_then(
+                |payload| match schema::validate_response(&out.action, &payload) {
+                    Ok(()) => Ok(payload),
+                    Err(e) => {
+                        tracing::warn!("the answer to {} fails its schema: {e}", out.action);
+                        Err(Refusal {
+                            code: e.code.as_str().to_owned(),
+                            description: e.description,
+                        })
+                    }
+                },
+            );
         match answer {
             Ok(payload) => {
                 if out.is_transaction_message() {

@@ -132,7 +132,7 @@ mod tests {
     }
 
     fn msg(action: &str, min: u32) -> Outgoing {
-        let ts = crate::protocol::timestamp(at(min));
+        let ts = ocpp_j::time::format_ms(at(min));
         Outgoing::new(action, json!({ "timestamp": ts }), at(min))
     }
 

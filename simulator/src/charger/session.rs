@@ -13,9 +13,9 @@ use tokio::time::Instant;
 use super::outbox::Outgoing;
 use super::smart_charging::TxContext;
 use super::{Charger, ConnectorView, Scheduled};
-use crate::protocol::timestamp;
 use crate::summary::SessionRecord;
 use crate::vehicle::{Meter, Vehicle};
+use ocpp_j::time::format_ms;
 
 pub(super) struct Connector {
     pub id: u32,
@@ -336,7 +336,7 @@ impl Charger {
             "connectorId": c.id,
             "idTag": id_tag,
             "meterStart": meter_start,
-            "timestamp": timestamp(now),
+            "timestamp": format_ms(now),
         });
         if let Some(r) = reservation {
             payload["reservationId"] = json!(r.id);
@@ -395,14 +395,14 @@ impl Charger {
         c.next_sample = None;
         c.power_w = 0.0;
         c.finishing = c.vehicle.is_some();
-        let stop_ts = timestamp(now);
+        let stop_ts = format_ms(now);
         let payload = json!({
             "idTag": tx.id_tag,
             "meterStop": meter_stop,
             "timestamp": stop_ts,
             "reason": reason,
             "transactionData": [
-                { "timestamp": timestamp(tx.start), "sampledValue": tx.begin_values },
+                { "timestamp": format_ms(tx.start), "sampledValue": tx.begin_values },
                 { "timestamp": stop_ts, "sampledValue": end_values },
             ],
         });
@@ -413,7 +413,7 @@ impl Charger {
                 id_tag: tx.id_tag,
                 meter_start: tx.meter_start,
                 meter_stop,
-                start: timestamp(tx.start),
+                start: format_ms(tx.start),
                 stop: stop_ts,
                 reason: reason.to_string(),
                 soc_start: tx.soc_start,
@@ -591,7 +591,7 @@ impl Charger {
         let now = self.now();
         let payload = json!({
             "connectorId": self.connectors[i].id,
-            "meterValue": [{ "timestamp": timestamp(now), "sampledValue": self.sampled_values(i, context) }],
+            "meterValue": [{ "timestamp": format_ms(now), "sampledValue": self.sampled_values(i, context) }],
         });
         let mut out = Outgoing::new("MeterValues", payload, now);
         out.tx = local;

@@ -8,8 +8,8 @@
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 
-use crate::protocol::{parse_timestamp, timestamp};
 use crate::vehicle::{ChargerModel, PowerKind};
+use ocpp_j::time::{format_ms, parse_charger_time};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
@@ -93,7 +93,8 @@ impl Profile {
             return Err("no periods".into());
         }
         periods.sort_by_key(|p| p.0);
-        let ts = |k: &str| v.get(k).and_then(Value::as_str).and_then(parse_timestamp);
+        let parse_time = |s: &str| parse_charger_time(s).map(|t| t.at);
+        let ts = |k: &str| v.get(k).and_then(Value::as_str).and_then(parse_time);
         Ok(Profile {
             id: int("chargingProfileId").ok_or("no chargingProfileId")?,
             connector_id,
@@ -107,7 +108,7 @@ impl Profile {
             start_schedule: schedule
                 .get("startSchedule")
                 .and_then(Value::as_str)
-                .and_then(parse_timestamp),
+                .and_then(parse_time),
             unit_amps,
             periods,
         })
@@ -309,7 +310,7 @@ impl Profiles {
         }
         json!({
             "duration": duration_s,
-            "startSchedule": timestamp(from),
+            "startSchedule": format_ms(from),
             "chargingRateUnit": if amps { "A" } else { "W" },
             "chargingSchedulePeriod": periods,
         })

@@ -44,6 +44,8 @@ struct State {
     /// CALLs that arrived while an earlier CALL of the same connection was unanswered.
     overlapping_calls: u32,
     auth_headers: Vec<Option<String>>,
+    /// Answers still to break, per action (see [`FakeCsms::break_next_answer`]).
+    broken_answers: HashMap<String, u32>,
 }
 
 #[derive(Clone)]
@@ -184,8 +186,30 @@ impl FakeCsms {
         }
     }
 
+    /// The next answer to `action` carries a field its schema does not define.
+    pub fn break_next_answer(&self, action: &str) {
+        *self
+            .state
+            .lock()
+            .unwrap()
+            .broken_answers
+            .entry(action.to_string())
+            .or_default() += 1;
+    }
+
     fn answer(&self, charger: &str, action: &str, p: &Value) -> Value {
-        let now = csms_sim::protocol::timestamp(chrono::Utc::now());
+        if let Some(n) = self
+            .state
+            .lock()
+            .unwrap()
+            .broken_answers
+            .get_mut(action)
+            .filter(|n| **n > 0)
+        {
+            *n -= 1;
+            return json!({ "surprise": true });
+        }
+        let now = ocpp_j::time::format_ms(chrono::Utc::now());
         let accepted = json!({ "idTagInfo": { "status": "Accepted" } });
         match action {
             "BootNotification" => {

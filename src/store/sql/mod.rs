@@ -29,6 +29,8 @@ mod people;
 mod sessions;
 #[macro_use]
 mod transactions;
+#[macro_use]
+mod webhooks;
 mod sqlite_rows;
 
 use super::model::*;
@@ -246,6 +248,7 @@ macro_rules! sql_store {
             log_carried: std::sync::Arc<std::sync::atomic::AtomicUsize>,
             /// Why the last batch failed, until one succeeds.
             write_failure: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+            writer_metrics: super::WriterMetrics,
         }
 
         impl $Store {
@@ -263,17 +266,20 @@ macro_rules! sql_store {
             ) -> Self {
                 let log_carried = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
                 let write_failure = std::sync::Arc::new(std::sync::Mutex::new(None));
+                let writer_metrics = super::WriterMetrics::default();
                 let writer = Self::start_writer(
                     write_options,
                     log_carried.clone(),
                     write_failure.clone(),
                     catch_up,
+                    writer_metrics.clone(),
                 );
                 $Store {
                     pool,
                     writer,
                     log_carried,
                     write_failure,
+                    writer_metrics,
                 }
             }
 
@@ -284,6 +290,7 @@ macro_rules! sql_store {
                 log_carried: std::sync::Arc<std::sync::atomic::AtomicUsize>,
                 write_failure: std::sync::Arc<std::sync::Mutex<Option<String>>>,
                 catch_up: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+                metrics: super::WriterMetrics,
             ) -> Writer<WriteOp, WriteOut> {
                 let (writer, mut queue) = Writer::channel(WRITE_QUEUE);
                 // The writer runs on a thread and runtime of its own. On the
@@ -309,8 +316,14 @@ macro_rules! sql_store {
                                 tracing::warn!("WAL checkpoint failed: {e:#}");
                             }
                         }
+                        let began = std::time::Instant::now();
                         let results =
                             Self::commit_batch(&options, &mut conn, &jobs, &mut carried).await;
+                        metrics.batch(
+                            jobs.len(),
+                            began.elapsed(),
+                            results.iter().any(|r| r.is_err()),
+                        );
                         log_carried.store(carried.len(), std::sync::atomic::Ordering::Relaxed);
                         // A batch that only waited (a flush) proves nothing.
                         let wrote = jobs.iter().any(|j| !matches!(j.op, WriteOp::Barrier));
@@ -594,6 +607,43 @@ macro_rules! sql_store {
             async fn probe_write(&self) -> Result<()> {
                 self.write(WriteOp::Probe).await.map(|_| ())
             }
+
+            fn writer_metrics(&self) -> super::WriterMetrics {
+                self.writer_metrics.clone()
+            }
+
+            async fn figures(&self) -> Result<super::StoreFigures> {
+                use sqlx::Row;
+                let sessions = sqlx::query("SELECT status, count(*) AS n FROM sessions GROUP BY status ORDER BY status")
+                    .fetch_all(&self.pool)
+                    .await
+                    .context("counting sessions")?;
+                let energy: Option<f64> = sqlx::query_scalar("SELECT sum(energy_wh) FROM sessions WHERE status = 'completed'")
+                    .fetch_one(&self.pool)
+                    .await
+                    .context("summing energy")?;
+                let by_provider = |table: &'static str| {
+                    let sql = format!("SELECT provider, status, count(*) AS n FROM {table} GROUP BY provider, status ORDER BY provider, status");
+                    async move {
+                        let rows = sqlx::query(&sql)
+                            .fetch_all(&self.pool)
+                            .await
+                            .with_context(|| format!("counting {table}"))?;
+                        rows.iter()
+                            .map(|r| Ok((r.try_get("provider")?, r.try_get("status")?, r.try_get("n")?)))
+                            .collect::<Result<Vec<(String, String, i64)>>>()
+                    }
+                };
+                Ok(super::StoreFigures {
+                    sessions_by_status: sessions
+                        .iter()
+                        .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
+                        .collect::<Result<_>>()?,
+                    completed_energy_wh: energy.unwrap_or(0.0),
+                    payment_links: by_provider("payment_links").await?,
+                    balance_checks: by_provider("balance_checks").await?,
+                })
+            }
         }
 
         chargers_sql!($Store, $DB, $Conn);
@@ -601,6 +651,7 @@ macro_rules! sql_store {
         sessions_sql!($Store, $DB, $Conn);
         people_sql!($Store, $DB, $Conn);
         log_sql!($Store, $DB, $Conn);
+        webhooks_sql!($Store, $DB, $Conn);
     };
 }
 

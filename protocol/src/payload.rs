@@ -2,7 +2,7 @@
 //!
 //! They are read only after the payload passed its schema, so they can be
 //! strict about shape and lenient where chargers in the field are (timestamps
-//! stay strings here and are read by [`super::time`]; integers are `i64` so no
+//! stay strings here and are read by [`crate::time`]; integers are `i64` so no
 //! valid payload fails to deserialize). Payloads the server only records
 //! (security events, firmware status, ...) are kept as JSON.
 

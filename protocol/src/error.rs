@@ -19,6 +19,20 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code OCPP-J 1.6 defines.
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::NotImplemented,
+        ErrorCode::NotSupported,
+        ErrorCode::InternalError,
+        ErrorCode::ProtocolError,
+        ErrorCode::SecurityError,
+        ErrorCode::FormationViolation,
+        ErrorCode::PropertyConstraintViolation,
+        ErrorCode::OccurenceConstraintViolation,
+        ErrorCode::TypeConstraintViolation,
+        ErrorCode::GenericError,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::NotImplemented => "NotImplemented",
@@ -81,3 +95,29 @@ impl fmt::Display for CallError {
 }
 
 impl std::error::Error for CallError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_spelled_as_ocpp_j_1_6_spells_them() {
+        let names: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "NotImplemented",
+                "NotSupported",
+                "InternalError",
+                "ProtocolError",
+                "SecurityError",
+                "FormationViolation",
+                "PropertyConstraintViolation",
+                // sic: the standard's own spelling
+                "OccurenceConstraintViolation",
+                "TypeConstraintViolation",
+                "GenericError",
+            ]
+        );
+    }
+}

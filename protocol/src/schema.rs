@@ -1,25 +1,25 @@
 //! Validation against the official OCPP 1.6 JSON schemas (vendored unchanged
-//! under `schemas/ocpp16/`, embedded at compile time).
+//! under this crate's `schemas/ocpp16/`, embedded at compile time).
 //!
 //! Every incoming CALL is checked before anything acts on it; outgoing
 //! commands and the chargers' answers to them are checked too. Failures map to
 //! the CALLERROR codes of OCPP-J 1.6. `format` (date-time) is deliberately not
 //! enforced here: chargers in the field send timestamps without a zone, and the
 //! contract says to answer, keep and flag those rather than refuse them
-//! (see [`super::time`]).
+//! (see [`crate::time`]).
 
-use super::error::{CallError, ErrorCode};
+use crate::error::{CallError, ErrorCode};
 use jsonschema::error::ValidationErrorKind;
 use jsonschema::Validator;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
 macro_rules! embedded_schemas {
     ($($name:literal),* $(,)?) => {
         &[$(
-            ($name, include_str!(concat!("../../schemas/ocpp16/", $name, ".json")),
-             include_str!(concat!("../../schemas/ocpp16/", $name, "Response.json"))),
+            ($name, include_str!(concat!("../schemas/ocpp16/", $name, ".json")),
+             include_str!(concat!("../schemas/ocpp16/", $name, "Response.json"))),
         )*]
     };
 }
@@ -67,20 +67,41 @@ static SOURCES: &[(&str, &str, &str)] = embedded_schemas![
     "UpdateFirmware",
 ];
 
+/// The two schemas of one action, each compiled on first use: a central
+/// system compiles them all at start ([`preload`]); a simulated charger only
+/// pays for the few actions it meets.
 struct Pair {
-    request: Validator,
-    response: Validator,
+    action: &'static str,
+    request_source: &'static str,
+    response_source: &'static str,
+    request: OnceLock<Validator>,
+    response: OnceLock<Validator>,
+}
+
+impl Pair {
+    fn request(&self) -> &Validator {
+        self.request
+            .get_or_init(|| compile(self.action, self.request_source))
+    }
+
+    fn response(&self) -> &Validator {
+        self.response
+            .get_or_init(|| compile(self.action, self.response_source))
+    }
 }
 
 static VALIDATORS: LazyLock<HashMap<&'static str, Pair>> = LazyLock::new(|| {
     SOURCES
         .iter()
-        .map(|(action, request, response)| {
+        .map(|&(action, request_source, response_source)| {
             (
-                *action,
+                action,
                 Pair {
-                    request: compile(action, request),
-                    response: compile(action, response),
+                    action,
+                    request_source,
+                    response_source,
+                    request: OnceLock::new(),
+                    response: OnceLock::new(),
                 },
             )
         })
@@ -98,33 +119,68 @@ fn compile(action: &str, source: &str) -> Validator {
 
 /// Compiles every schema now rather than on the first message.
 pub fn preload() {
-    LazyLock::force(&VALIDATORS);
+    for pair in VALIDATORS.values() {
+        pair.request();
+        pair.response();
+    }
 }
 
 pub fn has_schema(action: &str) -> bool {
     VALIDATORS.contains_key(action)
 }
 
-/// Checks the payload of a CALL `action` (either direction).
-pub fn validate_request(action: &str, payload: &Value) -> Result<(), CallError> {
-    let pair = VALIDATORS.get(action).ok_or_else(|| {
-        CallError::new(
+/// The end of the line a CALL arrives at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Receiver {
+    CentralSystem,
+    ChargePoint,
+}
+
+/// Whether a CALL that arrived at `receiver` may be acted on, with the
+/// CALLERROR OCPP-J 1.6 gives when not: an action OCPP 1.6 does not have is
+/// `NotImplemented`, one that goes the other way (`RemoteStartTransaction`
+/// sent to a central system) `NotSupported`, then the payload is checked
+/// against the action's request schema.
+pub fn check_call(receiver: Receiver, action: &str, payload: &Value) -> Result<(), CallError> {
+    if !crate::action::is_ocpp16_action(action) {
+        return Err(CallError::new(
             ErrorCode::NotImplemented,
             format!("Unknown action {action}"),
-        )
-    })?;
-    check(&pair.request, payload)
+        ));
+    }
+    let (allowed, sender) = match receiver {
+        Receiver::CentralSystem => (crate::action::is_charger_to_server(action), "a charger"),
+        Receiver::ChargePoint => (
+            crate::action::is_server_to_charger(action),
+            "a central system",
+        ),
+    };
+    if !allowed {
+        return Err(CallError::new(
+            ErrorCode::NotSupported,
+            format!("{action} is not accepted from {sender}"),
+        ));
+    }
+    validate_request(action, payload)
+}
+
+/// Checks the payload of a CALL `action` (either direction).
+pub fn validate_request(action: &str, payload: &Value) -> Result<(), CallError> {
+    check(pair(action)?.request(), payload)
 }
 
 /// Checks the CALLRESULT payload answering `action`.
 pub fn validate_response(action: &str, payload: &Value) -> Result<(), CallError> {
-    let pair = VALIDATORS.get(action).ok_or_else(|| {
+    check(pair(action)?.response(), payload)
+}
+
+fn pair(action: &str) -> Result<&'static Pair, CallError> {
+    VALIDATORS.get(action).ok_or_else(|| {
         CallError::new(
             ErrorCode::NotImplemented,
             format!("Unknown action {action}"),
         )
-    })?;
-    check(&pair.response, payload)
+    })
 }
 
 fn check(validator: &Validator, payload: &Value) -> Result<(), CallError> {
@@ -204,11 +260,64 @@ mod tests {
 
     #[test]
     fn every_action_of_both_directions_has_a_schema() {
-        for action in super::super::action::CHARGER_TO_SERVER
+        for action in crate::action::CHARGER_TO_SERVER
             .iter()
-            .chain(super::super::action::SERVER_TO_CHARGER)
+            .chain(crate::action::SERVER_TO_CHARGER)
         {
             assert!(has_schema(action), "{action} has no schema");
+        }
+    }
+
+    #[test]
+    fn every_schema_compiles_on_preload() {
+        preload();
+        assert_eq!(VALIDATORS.len(), 39);
+        for (action, pair) in VALIDATORS.iter() {
+            assert!(
+                pair.request.get().is_some() && pair.response.get().is_some(),
+                "{action} not compiled"
+            );
+        }
+    }
+
+    #[test]
+    fn a_call_is_checked_for_its_action_its_direction_and_its_payload() {
+        let heartbeat = json!({});
+        let check = |receiver, action, payload: &Value| {
+            check_call(receiver, action, payload).map_err(|e| e.code)
+        };
+        assert_eq!(
+            check(Receiver::CentralSystem, "Heartbeat", &heartbeat),
+            Ok(())
+        );
+        assert_eq!(
+            check(Receiver::ChargePoint, "Heartbeat", &heartbeat),
+            Err(ErrorCode::NotSupported)
+        );
+        assert_eq!(
+            check(Receiver::CentralSystem, "Reset", &json!({"type": "Soft"})),
+            Err(ErrorCode::NotSupported)
+        );
+        assert_eq!(
+            check(Receiver::ChargePoint, "Reset", &json!({"type": "Soft"})),
+            Ok(())
+        );
+        assert_eq!(
+            check(Receiver::ChargePoint, "Reset", &json!({"type": 1})),
+            Err(ErrorCode::TypeConstraintViolation)
+        );
+        // DataTransfer goes both ways.
+        let data = json!({"vendorId": "x"});
+        assert_eq!(
+            check(Receiver::CentralSystem, "DataTransfer", &data),
+            Ok(())
+        );
+        assert_eq!(check(Receiver::ChargePoint, "DataTransfer", &data), Ok(()));
+        for receiver in [Receiver::CentralSystem, Receiver::ChargePoint] {
+            assert_eq!(
+                check(receiver, "FlyToTheMoon", &heartbeat),
+                Err(ErrorCode::NotImplemented)
+            );
         }
     }
 
