@@ -33,8 +33,10 @@ enum Command {
     Serve,
     /// Print a bearer token for a user, for operators and scripts.
     Token {
+        /// The user id the token is for (its `sub`); need not be stored.
         #[arg(long)]
         user: String,
+        /// The role the token carries: a driver, or an operator (admin).
         #[arg(long, default_value = "driver", value_parser = ["driver", "admin"])]
         role: String,
         /// Token lifetime.
@@ -44,11 +46,14 @@ enum Command {
     /// Register a charger ahead of its first connection, optionally with a
     /// Basic-auth password (OCPP security profile 1/2).
     Charger {
+        /// The charger's identity, the last segment of its OCPP URL.
         #[arg(long)]
         id: String,
         /// The charger's AuthorizationKey; read from CSMS_CHARGER_PASSWORD if set.
         #[arg(long, env = "CSMS_CHARGER_PASSWORD", hide_env_values = true)]
         password: Option<String>,
+        /// Its registration status: Accepted chargers are served at once,
+        /// Pending ones wait for an operator, Rejected ones are refused.
         #[arg(long, value_parser = ["Accepted", "Pending", "Rejected"])]
         registration: Option<String>,
     },

@@ -38,6 +38,8 @@ fn now() -> u64 {
 }
 
 fn sign(alg: Algorithm, secret: &str, claims: &Value) -> String {
+    // The server's own jsonwebtoken crypto (HMAC only), as it is in the server.
+    csms::api::auth::install_hmac_crypto();
     jsonwebtoken::encode(
         &Header::new(alg),
         claims,

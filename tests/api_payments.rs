@@ -470,22 +470,20 @@ async fn a_late_stop_transaction_still_gets_its_link(backend: Backend) {
             json!({"transactionId": tx, "meterStop": 4200, "timestamp": "2024-01-15T10:30:00Z"}),
         )
         .await;
-    let mut links = Value::Null;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let (_, sessions) = server
-            .api(
-                "GET",
-                &format!("/api/v1/user/{user}/sessions"),
-                Some(&token),
-                None,
-            )
-            .await;
-        links = sessions["data"][0]["paymentLinks"].clone();
-        if links.as_array().is_some_and(|l| !l.is_empty()) {
-            break;
-        }
-    }
+    let (server_ref, path, token_ref) = (&server, &format!("/api/v1/user/{user}/sessions"), &token);
+    let links = eventually(
+        "the late stop's payment link",
+        Duration::from_secs(10),
+        || async move {
+            let (_, sessions) = server_ref.api("GET", path, Some(token_ref), None).await;
+            let links = sessions["data"][0]["paymentLinks"].clone();
+            links
+                .as_array()
+                .is_some_and(|l| !l.is_empty())
+                .then_some(links)
+        },
+    )
+    .await;
     assert_eq!(links.as_array().map(Vec::len), Some(1), "{links}");
     assert_eq!(links[0]["amount"], 693);
     server.stop().await;
@@ -633,7 +631,13 @@ async fn a_charger_that_refuses_cancels_and_releases_the_hold(backend: Backend) 
     );
     // Offline: 409 as well, before any balance is checked.
     charger.close().await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let registry = &server.state.registry;
+    until(
+        "the charger offline",
+        Duration::from_secs(10),
+        || async move { !registry.is_connected(CHARGER) },
+    )
+    .await;
     let (status, body) = server
         .api(
             "POST",
@@ -705,7 +709,11 @@ async fn an_unknown_or_offline_charger_is_refused_before_any_balance_check(backe
         .unwrap();
     let gone = server.booted_charger("CP-GONE").await;
     gone.close().await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let registry = &server.state.registry;
+    until("CP-GONE offline", Duration::from_secs(10), || async move {
+        !registry.is_connected("CP-GONE")
+    })
+    .await;
     for charger in ["CP-NEVER", "CP-GONE"] {
         let mut body = start_body(&user, "0xWallet", "ledger-chain", 5);
         body["chargerId"] = json!(charger);

@@ -1,13 +1,12 @@
 //! Interoperability with a charger written by someone else: the Python `ocpp`
 //! library validates everything the server sends against the official
-//! schemas. Skipped (and said so) when python3 with `ocpp` and `websockets` is
-//! not installed; `.ci/run` installs them.
+//! schemas. Without python3 with `ocpp` and `websockets` it fails under CI and
+//! is skipped (and says so) elsewhere; `.ci/run` installs them.
 
 mod common;
 
 use common::*;
 use serde_json::json;
-use std::io::Write;
 use std::time::Duration;
 
 fn python_ocpp_available() -> bool {
@@ -17,9 +16,10 @@ fn python_ocpp_available() -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !ok {
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED (interop): python3 with the `ocpp` and `websockets` packages is not installed"
+        require::missing(
+            "interop",
+            "python3 with the `ocpp` and `websockets` packages is not installed \
+             (python3 -m pip install ocpp==2.1.0 websockets)",
         );
     }
     ok

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{http, meter_sample, Backend, TestServer};
+use common::{http, meter_sample, until, Backend, TestServer};
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -286,9 +286,13 @@ async fn ready_answers_while_the_server_serves_and_refuses_while_it_stops(backen
             }
         }));
     }
-    while server.state.registry.count() < 5 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let registry = &server.state.registry;
+    until(
+        "five chargers connected",
+        Duration::from_secs(20),
+        || async move { registry.count() >= 5 },
+    )
+    .await;
     let url = server.http_url("/ready");
     let watcher = tokio::spawn(async move {
         // Fresh connections each time, as a load balancer's probe makes.

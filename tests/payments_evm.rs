@@ -4,6 +4,8 @@
 
 #[path = "payments_support/anvil.rs"]
 mod anvil;
+#[path = "common/require.rs"]
+mod require;
 
 use std::time::{Duration, Instant};
 

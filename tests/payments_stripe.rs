@@ -3,6 +3,8 @@
 
 #[path = "payments_support/fake_stripe.rs"]
 mod fake_stripe;
+#[path = "common/wait.rs"]
+mod wait;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -277,7 +279,13 @@ async fn a_slow_stripe_times_out_and_the_retry_finds_the_session_it_made() {
     assert!(busy.is_retryable());
 
     // Once it has finished, the retry gets the session it created: no second one.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let slow = &fake;
+    wait::until(
+        "the slow request to finish",
+        Duration::from_secs(10),
+        || async move { slow.finished("k-slow") },
+    )
+    .await;
     let session = client(&fake)
         .create_checkout_session(&req, "k-slow")
         .await

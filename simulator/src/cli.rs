@@ -90,6 +90,7 @@ impl ConnectArgs {
 /// The charger hardware and the simulated time.
 #[derive(Debug, Args)]
 pub struct ChargerArgs {
+    /// Connectors per charger.
     #[arg(long, default_value_t = 2)]
     pub connectors: u32,
     /// Maximum power per connector in kW.
@@ -136,6 +137,7 @@ pub struct RunArgs {
     pub connect: ConnectArgs,
     #[command(flatten)]
     pub charger: ChargerArgs,
+    /// The charger's identity (the last segment of its URL).
     #[arg(long, default_value = "CP-0001")]
     pub id: String,
     /// Built-in scenario.
@@ -147,6 +149,7 @@ pub struct RunArgs {
     /// Connector the built-in scenarios use.
     #[arg(long, default_value_t = 1)]
     pub connector: u32,
+    /// idTag the driver of the built-in scenarios presents.
     #[arg(long, default_value = "TAG-0001")]
     pub id_tag: String,
     /// Simulated charging time of the built-in scenarios.
@@ -164,8 +167,10 @@ pub struct RunArgs {
     /// State of charge of the vehicle on arrival (%).
     #[arg(long, default_value_t = 20.0)]
     pub soc: f64,
+    /// Most power the vehicle takes on AC (kW).
     #[arg(long, default_value_t = 11.0)]
     pub vehicle_ac_kw: f64,
+    /// Most power the vehicle takes on DC (kW).
     #[arg(long, default_value_t = 100.0)]
     pub vehicle_dc_kw: f64,
     /// Offset of the charger's clock in seconds (the clock-skew scenario uses 600 unless set).
@@ -185,8 +190,10 @@ pub struct FleetArgs {
     pub connect: ConnectArgs,
     #[command(flatten)]
     pub charger: ChargerArgs,
+    /// How many chargers.
     #[arg(long, default_value_t = 10)]
     pub chargers: usize,
+    /// Charger ids are this prefix and a five-digit number (`SIM-00001`).
     #[arg(long, default_value = "SIM-")]
     pub id_prefix: String,
     /// How long drivers keep arriving (real time); running sessions are then stopped.
@@ -223,15 +230,19 @@ pub struct FleetArgs {
 pub struct LoadArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
+    /// How many charger connections carry the load.
     #[arg(long, default_value_t = 10)]
     pub connections: usize,
+    /// Charger ids are this prefix and a five-digit number (`LOAD-00001`).
     #[arg(long, default_value = "LOAD-")]
     pub id_prefix: String,
     /// Messages per second over all connections; 0: as fast as the server answers.
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
+    /// How long the load runs (after the ramp-up).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
+    /// Real time over which the connections open and boot.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub ramp_up: Duration,
     /// Message mix: heartbeat, status, authorize, meter, transaction, datatransfer with weights.
@@ -240,10 +251,13 @@ pub struct LoadArgs {
         default_value = "heartbeat=40,meter=40,status=10,authorize=5,transaction=5"
     )]
     pub mix: String,
+    /// How long a CALL waits for its answer before it counts as a timeout.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Seed for the message mix; the same seed sends the same messages.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -381,6 +395,7 @@ impl BenchArgs {
 
 #[derive(Debug, Args)]
 pub struct TrivialServerArgs {
+    /// Address to serve chargers on (`ws://ADDRESS/ocpp/{id}`).
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub listen: std::net::SocketAddr,
     /// Interval in BootNotification answers.

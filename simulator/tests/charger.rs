@@ -105,8 +105,12 @@ async fn a_full_session_by_id_tag_is_reported_from_plug_in_to_stop() {
     })
     .await
     .unwrap();
-    // One real second is ten simulated minutes: about ten MeterValues.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // A MeterValues every simulated minute (a tenth of a real second):
+    // ten of them are ten simulated minutes of charging.
+    csms.wait_until("ten MeterValues", |calls| {
+        calls.iter().filter(|c| c.action == "MeterValues").count() >= 10
+    })
+    .await;
     h.send(Command::PresentIdTag {
         connector: 1,
         id_tag: "TAG-1".into(),
@@ -526,7 +530,10 @@ async fn an_outage_mid_transaction_replays_queued_messages_in_order_with_origina
     })
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    csms.wait_until("a MeterValues before the outage", |calls| {
+        calls.iter().any(|c| c.action == "MeterValues")
+    })
+    .await;
 
     // Offline for a real second: ten simulated minutes of MeterValues pile up.
     h.send(Command::Outage {
@@ -545,7 +552,18 @@ async fn an_outage_mid_transaction_replays_queued_messages_in_order_with_origina
     })
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // One sample taken online again after the replay, then the stop.
+    let meter_values_since_reconnect = |calls: &[common::Received]| {
+        calls
+            .iter()
+            .filter(|c| c.connection == 2 && c.action == "MeterValues")
+            .count()
+    };
+    let replayed_so_far = meter_values_since_reconnect(&csms.calls());
+    csms.wait_until("a MeterValues after the replay", |calls| {
+        meter_values_since_reconnect(calls) > replayed_so_far
+    })
+    .await;
     h.send(Command::PresentIdTag {
         connector: 1,
         id_tag: "TAG-O".into(),
@@ -623,7 +641,12 @@ async fn a_session_made_entirely_offline_gets_its_transaction_id_on_replay() {
     .unwrap();
     h.wait_for(WAIT, "offline", |v| !v.connected).await.unwrap();
     plug_in_and_present(&mut h, 2, 50.0, "TAG-OFF").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // StartTransaction and a few MeterValues wait in the offline queue.
+    h.wait_for(WAIT, "a transaction running offline", |v| {
+        v.connector(2).unwrap().in_transaction && v.queued >= 3
+    })
+    .await
+    .unwrap();
     h.send(Command::Unplug { connector: 2 }).await.unwrap();
     h.wait_for(WAIT, "session finished", |v| v.sessions_finished == 1)
         .await

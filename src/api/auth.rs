@@ -29,6 +29,7 @@ pub struct JwtKeys {
 
 impl JwtKeys {
     pub fn new(secret: &[u8]) -> Self {
+        install_hmac_crypto();
         JwtKeys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
@@ -79,6 +80,131 @@ impl JwtKeys {
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map(|data| data.claims)
+    }
+}
+
+/// Makes jsonwebtoken sign and verify with [`HMAC_ONLY`]. Idempotent; called
+/// by [`JwtKeys::new`], and by anyone who signs tokens with jsonwebtoken
+/// directly (tests) before a `JwtKeys` exists.
+pub fn install_hmac_crypto() {
+    // Fails only when a provider is already installed, which is this one:
+    // nothing else in the process installs one.
+    let _ = HMAC_ONLY.install_default();
+}
+
+/// jsonwebtoken's crypto, HMAC only. Its `rust_crypto` feature would bring
+/// RSA, ECDSA and EdDSA (and with them the `rsa` crate and its advisory,
+/// RUSTSEC-2023-0071) for algorithms this server never accepts; its
+/// `aws_lc_rs` feature a C library beside the `ring` rustls already uses.
+/// HMAC needs only `hmac` and `sha2`, which the server uses anyway. HS384
+/// and HS512 are here so a token signed with them is refused by
+/// [`Validation`] as the wrong algorithm rather than panicking a signer.
+/// No JWKs are read, so the JWK helpers are the library's unimplemented ones.
+pub static HMAC_ONLY: jsonwebtoken::crypto::CryptoProvider = jsonwebtoken::crypto::CryptoProvider {
+    signer_factory: hmac_jwt::signer,
+    verifier_factory: hmac_jwt::verifier,
+    jwk_utils: jsonwebtoken::crypto::JwkUtils::new_unimplemented(),
+};
+
+mod hmac_jwt {
+    use hmac::{Hmac, Mac};
+    use jsonwebtoken::crypto::{JwtSigner, JwtVerifier};
+    use jsonwebtoken::errors::{Error, ErrorKind};
+    use jsonwebtoken::signature::{self, Signer, Verifier};
+    use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+    use sha2::{Sha256, Sha384, Sha512};
+
+    /// One HMAC keyed with the secret, for one algorithm.
+    enum Keyed {
+        Hs256(Hmac<Sha256>),
+        Hs384(Hmac<Sha384>),
+        Hs512(Hmac<Sha512>),
+    }
+
+    impl Keyed {
+        fn new(algorithm: &Algorithm, secret: &[u8]) -> Result<Self, Error> {
+            let bad_key = |_| Error::from(ErrorKind::InvalidKeyFormat);
+            Ok(match algorithm {
+                Algorithm::HS256 => Keyed::Hs256(Hmac::new_from_slice(secret).map_err(bad_key)?),
+                Algorithm::HS384 => Keyed::Hs384(Hmac::new_from_slice(secret).map_err(bad_key)?),
+                Algorithm::HS512 => Keyed::Hs512(Hmac::new_from_slice(secret).map_err(bad_key)?),
+                _ => return Err(ErrorKind::InvalidAlgorithm.into()),
+            })
+        }
+
+        fn algorithm(&self) -> Algorithm {
+            match self {
+                Keyed::Hs256(_) => Algorithm::HS256,
+                Keyed::Hs384(_) => Algorithm::HS384,
+                Keyed::Hs512(_) => Algorithm::HS512,
+            }
+        }
+
+        fn mac(&self, message: &[u8]) -> Vec<u8> {
+            fn run<M: Mac + Clone>(mac: &M, message: &[u8]) -> Vec<u8> {
+                let mut mac = mac.clone();
+                mac.update(message);
+                mac.finalize().into_bytes().to_vec()
+            }
+            match self {
+                Keyed::Hs256(m) => run(m, message),
+                Keyed::Hs384(m) => run(m, message),
+                Keyed::Hs512(m) => run(m, message),
+            }
+        }
+
+        fn check(&self, message: &[u8], tag: &[u8]) -> Result<(), signature::Error> {
+            fn run<M: Mac + Clone>(
+                mac: &M,
+                message: &[u8],
+                tag: &[u8],
+            ) -> Result<(), signature::Error> {
+                let mut mac = mac.clone();
+                mac.update(message);
+                // Constant-time comparison.
+                mac.verify_slice(tag).map_err(signature::Error::from_source)
+            }
+            match self {
+                Keyed::Hs256(m) => run(m, message, tag),
+                Keyed::Hs384(m) => run(m, message, tag),
+                Keyed::Hs512(m) => run(m, message, tag),
+            }
+        }
+    }
+
+    impl Signer<Vec<u8>> for Keyed {
+        fn try_sign(&self, message: &[u8]) -> Result<Vec<u8>, signature::Error> {
+            Ok(self.mac(message))
+        }
+    }
+
+    impl Verifier<Vec<u8>> for Keyed {
+        fn verify(&self, message: &[u8], tag: &Vec<u8>) -> Result<(), signature::Error> {
+            self.check(message, tag)
+        }
+    }
+
+    impl JwtSigner for Keyed {
+        fn algorithm(&self) -> Algorithm {
+            Keyed::algorithm(self)
+        }
+    }
+
+    impl JwtVerifier for Keyed {
+        fn algorithm(&self) -> Algorithm {
+            Keyed::algorithm(self)
+        }
+    }
+
+    pub fn signer(algorithm: &Algorithm, key: &EncodingKey) -> Result<Box<dyn JwtSigner>, Error> {
+        Ok(Box::new(Keyed::new(algorithm, key.try_get_hmac_secret()?)?))
+    }
+
+    pub fn verifier(
+        algorithm: &Algorithm,
+        key: &DecodingKey,
+    ) -> Result<Box<dyn JwtVerifier>, Error> {
+        Ok(Box::new(Keyed::new(algorithm, key.try_get_hmac_secret()?)?))
     }
 }
 
@@ -173,6 +299,38 @@ mod tests {
             .expect("blocked");
         assert!(wait <= LOGIN_WINDOW && wait > Duration::ZERO);
         assert!(limits.blocked("account:b@x.io", "ip:192.0.2.1").is_none());
+    }
+
+    #[test]
+    fn hs256_matches_an_independently_computed_signature() {
+        // RFC 7515 appendix A.1: the HS256 example and its signature.
+        use base64::Engine;
+        let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode("AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow")
+            .unwrap();
+        let key = jsonwebtoken::DecodingKey::from_secret(&secret);
+        let header = "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9";
+        let payload = "eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ";
+        let signature = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        install_hmac_crypto();
+        let message = format!("{header}.{payload}");
+        assert!(jsonwebtoken::crypto::verify(
+            signature,
+            message.as_bytes(),
+            &key,
+            Algorithm::HS256
+        )
+        .unwrap());
+        assert!(
+            !jsonwebtoken::crypto::verify(signature, b"tampered", &key, Algorithm::HS256).unwrap()
+        );
+        assert!(jsonwebtoken::crypto::verify(
+            signature,
+            message.as_bytes(),
+            &key,
+            Algorithm::RS256
+        )
+        .is_err());
     }
 
     #[test]

@@ -45,14 +45,19 @@ pub struct ConnectionInfo {
     pub connected_at: DateTime<Utc>,
 }
 
+type Turn = Arc<tokio::sync::Mutex<()>>;
+
 #[derive(Default)]
 struct Inner {
     live: HashMap<String, Live>,
     /// One lock per charger identity, held by its connection task for its
     /// whole life: a replacing connection waits for the old task to finish
     /// the message in hand before it reads its first, so no message is lost
-    /// or answered twice and a charger's messages stay in order.
-    turns: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// or answered twice and a charger's messages stay in order. An entry
+    /// lives only while a connection holds or waits for it (see
+    /// [`Registry::release_turn`]), so the map does not grow with every
+    /// identity ever seen.
+    turns: HashMap<String, Turn>,
 }
 
 /// Cheap to clone; shared by the HTTP handlers and every connection task.
@@ -73,7 +78,8 @@ pub struct Attachment {
     pub connection_id: u64,
     pub commands: mpsc::Receiver<Command>,
     pub replaced: Arc<Notify>,
-    _turn: OwnedMutexGuard<()>,
+    /// Always `Some` until dropped.
+    turn: Option<OwnedMutexGuard<()>>,
 }
 
 impl Drop for Attachment {
@@ -86,12 +92,57 @@ impl Drop for Attachment {
         {
             inner.live.remove(&self.charger_id);
         }
+        Registry::release_turn(&mut inner, &self.charger_id, self.turn.take());
+    }
+}
+
+/// A connection waiting for its identity's turn. Dropped when the wait is
+/// over, or when the waiting connection gives up (its task is cancelled),
+/// so the turn is forgotten either way once nobody needs it.
+struct WaitingTurn {
+    registry: Registry,
+    charger_id: String,
+    turn: Option<Turn>,
+    /// Set while waiting: a connection that gives up is no longer the live
+    /// one either. Cleared once it has its turn.
+    gives_up: Option<u64>,
+}
+
+impl Drop for WaitingTurn {
+    fn drop(&mut self) {
+        let mut inner = self.registry.lock();
+        if let Some(connection_id) = self.gives_up {
+            if inner
+                .live
+                .get(&self.charger_id)
+                .is_some_and(|l| l.connection_id == connection_id)
+            {
+                inner.live.remove(&self.charger_id);
+            }
+        }
+        Registry::release_turn(&mut inner, &self.charger_id, self.turn.take());
     }
 }
 
 impl Registry {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Lets go of `held` (a turn's lock or a handle on it) under the
+    /// registry's lock, and forgets the identity's turn if nobody else holds
+    /// or waits for it: then the map's own handle is the only one left.
+    /// Every handle is taken under the same lock (in `attach`), so none can
+    /// appear between the count and the removal.
+    fn release_turn<T>(inner: &mut Inner, charger_id: &str, held: Option<T>) {
+        drop(held);
+        if inner
+            .turns
+            .get(charger_id)
+            .is_some_and(|turn| Arc::strong_count(turn) == 1)
+        {
+            inner.turns.remove(charger_id);
+        }
     }
 
     /// Makes a new connection the live one for `info.charger_id`, telling
@@ -102,7 +153,7 @@ impl Registry {
         let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
         let replaced = Arc::new(Notify::new());
         let charger_id = info.charger_id.clone();
-        let turn = {
+        let waiting = {
             let mut inner = self.lock();
             let old = inner.live.insert(
                 charger_id.clone(),
@@ -119,17 +170,32 @@ impl Registry {
                 // it is busy with a message right now.
                 old.replaced.notify_one();
             }
-            inner.turns.entry(charger_id.clone()).or_default().clone()
+            WaitingTurn {
+                registry: self.clone(),
+                charger_id: charger_id.clone(),
+                turn: Some(inner.turns.entry(charger_id.clone()).or_default().clone()),
+                gives_up: Some(connection_id),
+            }
         };
-        let turn = turn.lock_owned().await;
+        let mut waiting = waiting;
+        let held = waiting.turn.clone().expect("set above").lock_owned().await;
+        // The guard holds the turn now; the waiter's handle goes.
+        waiting.gives_up = None;
+        drop(waiting);
         Attachment {
             registry: self.clone(),
             charger_id,
             connection_id,
             commands,
             replaced,
-            _turn: turn,
+            turn: Some(held),
         }
+    }
+
+    /// How many identities have a turn kept: those with a connection that
+    /// holds or waits for it.
+    pub fn turns_kept(&self) -> usize {
+        self.lock().turns.len()
     }
 
     pub fn is_connected(&self, charger_id: &str) -> bool {
@@ -181,5 +247,74 @@ impl Registry {
             mpsc::error::TrySendError::Closed(_) => CommandError::Offline,
         })?;
         answer.await.unwrap_or(Err(CommandError::ConnectionLost))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn info(id: &str) -> ConnectionInfo {
+        ConnectionInfo {
+            charger_id: id.to_owned(),
+            remote_addr: None,
+            subprotocol: Some("ocpp1.6".into()),
+            connected_at: Utc::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_turns_do_not_grow_with_every_identity_ever_seen() {
+        let registry = Registry::default();
+        for n in 0..1_000 {
+            let attachment = registry.attach(info(&format!("CP-{n}"))).await;
+            assert_eq!(registry.turns_kept(), 1);
+            drop(attachment);
+        }
+        assert_eq!(registry.turns_kept(), 0);
+        assert_eq!(registry.count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_replacing_connection_keeps_the_turn_until_it_too_is_gone() {
+        let registry = Registry::default();
+        let old = registry.attach(info("CP-1")).await;
+        let waiting = tokio::spawn({
+            let registry = registry.clone();
+            async move { registry.attach(info("CP-1")).await }
+        });
+        // The new connection waits for the old one to let go.
+        let replaced = old.replaced.clone();
+        tokio::time::timeout(Duration::from_secs(5), replaced.notified())
+            .await
+            .expect("the old connection is told it was replaced");
+        assert!(!waiting.is_finished());
+        drop(old);
+        let new = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the new connection gets its turn")
+            .unwrap();
+        assert_eq!(registry.turns_kept(), 1);
+        assert!(registry.is_connected("CP-1"));
+        drop(new);
+        assert_eq!(registry.turns_kept(), 0);
+        assert!(!registry.is_connected("CP-1"));
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_gives_up_waiting_leaves_no_turn_behind() {
+        let registry = Registry::default();
+        let old = registry.attach(info("CP-1")).await;
+        // Its wait is cancelled (the timeout drops the future).
+        let gave_up =
+            tokio::time::timeout(Duration::from_millis(50), registry.attach(info("CP-1"))).await;
+        assert!(gave_up.is_err());
+        assert_eq!(registry.turns_kept(), 1);
+        // Nor does it stay the live connection (the old one was told to close).
+        assert!(!registry.is_connected("CP-1"));
+        drop(old);
+        assert_eq!(registry.turns_kept(), 0);
+        assert!(!registry.is_connected("CP-1"));
     }
 }

@@ -542,8 +542,8 @@ impl Engine {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            let now = Utc::now();
-            let sessions = match self.store.active_sessions().await {
+            // Only the overdue ones are read, not every active session.
+            let sessions = match self.store.overdue_remote_starts(Utc::now()).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!("remote-start sweep failed: {e:#}");
@@ -551,16 +551,12 @@ impl Engine {
                 }
             };
             for session in sessions {
-                let overdue = session.transaction_id.is_none()
-                    && session.remote_start_deadline.is_some_and(|d| d <= now);
-                if overdue {
-                    tracing::info!(session = %session.id, "remote start never became a transaction: cancelled");
-                    if let Err(e) = self
-                        .cancel_record(session, "Charger did not start a transaction in time")
-                        .await
-                    {
-                        tracing::warn!("could not cancel an overdue remote start: {e}");
-                    }
+                tracing::info!(session = %session.id, "remote start never became a transaction: cancelled");
+                if let Err(e) = self
+                    .cancel_record(session, "Charger did not start a transaction in time")
+                    .await
+                {
+                    tracing::warn!("could not cancel an overdue remote start: {e}");
                 }
             }
         }

@@ -642,17 +642,14 @@ impl Payments {
             // any); the sweeper leaves a session that just ended to it.
             let grace = chrono::Duration::from_std(self.config.stop_wait + Duration::from_secs(2))
                 .unwrap_or_default();
-            match self.store.sessions_with_payment_due().await {
+            // Only sessions unchanged for the grace period are read.
+            match self
+                .store
+                .sessions_with_payment_due(Utc::now() - grace)
+                .await
+            {
                 Ok(ids) => {
                     for id in ids {
-                        match self.store.session(&id).await {
-                            Ok(Some(s)) if Utc::now() - s.updated_at < grace => continue,
-                            Err(e) => {
-                                tracing::warn!(session = %id, "payment sweep: {e:#}");
-                                continue;
-                            }
-                            _ => {}
-                        }
                         if let Err(e) = self.finalize(&id, None).await {
                             tracing::warn!(session = %id, "payment step failed, will retry: {e}");
                         }
@@ -660,9 +657,9 @@ impl Payments {
                 }
                 Err(e) => tracing::warn!("payment sweep: {e:#}"),
             }
-            if let Ok(links) = self.store.pending_links().await {
-                let now = Utc::now();
-                for link in links.into_iter().filter(|l| l.expires_at <= now) {
+            let now = Utc::now();
+            if let Ok(links) = self.store.pending_links_expired_by(now).await {
+                for link in links {
                     let _ = self
                         .store
                         .set_link_status(&link.id, LINK_EXPIRED, now_ms())

@@ -72,8 +72,13 @@ pub trait PaymentStore: Send + Sync {
     async fn balance_checks_of_user(&self, user_id: &str) -> Result<Vec<BalanceCheckRecord>>;
     /// Records a session's wallet and balance check (and links the check to it).
     async fn attach_payment(&self, session_id: &str, payment: &SessionPayment) -> Result<()>;
-    /// Ended sessions whose payment step has not been done.
-    async fn sessions_with_payment_due(&self) -> Result<Vec<String>>;
+    /// Ended sessions whose payment step has not been done and that have not
+    /// changed since `unchanged_since` (times compared in SQL: only what is
+    /// due is read).
+    async fn sessions_with_payment_due(
+        &self,
+        unchanged_since: DateTime<Utc>,
+    ) -> Result<Vec<String>>;
     /// Does a session's payment step once, atomically: clears `payment_due`,
     /// applies an admin's final cost, releases its hold, stores its first
     /// link. False when another caller did it already.
@@ -93,7 +98,8 @@ pub trait PaymentStore: Send + Sync {
     async fn payment_link(&self, id: &str) -> Result<Option<PaymentLinkRecord>>;
     async fn payment_link_by_ref(&self, provider_ref: &str) -> Result<Option<PaymentLinkRecord>>;
     async fn payment_links_of_session(&self, session_id: &str) -> Result<Vec<PaymentLinkRecord>>;
-    async fn pending_links(&self) -> Result<Vec<PaymentLinkRecord>>;
+    /// Pending links whose `expires_at` is `now` or earlier (compared in SQL).
+    async fn pending_links_expired_by(&self, now: DateTime<Utc>) -> Result<Vec<PaymentLinkRecord>>;
     /// Moves a pending link to `status`; false if it was not pending.
     async fn set_link_status(&self, id: &str, status: &str, at: DateTime<Utc>) -> Result<bool>;
     /// Marks a pending link paid and posts the settlement, in one transaction.
@@ -206,6 +212,9 @@ pub trait SessionStore: Send + Sync {
     /// A driver's sessions, newest first.
     async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>>;
     async fn active_sessions(&self) -> Result<Vec<SessionRecord>>;
+    /// Active sessions waiting for a remote start whose deadline is `now` or
+    /// earlier and that have no transaction yet (compared in SQL).
+    async fn overdue_remote_starts(&self, now: DateTime<Utc>) -> Result<Vec<SessionRecord>>;
 }
 
 /// Users, idTags, stations and settings.

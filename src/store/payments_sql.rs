@@ -229,10 +229,12 @@ macro_rules! payment_store {
                 Ok(())
             }
 
-            async fn sessions_with_payment_due(&self) -> Result<Vec<String>> {
-                let rows = sqlx::query("SELECT id FROM sessions WHERE payment_due = $1 AND status <> $2")
+            // Times compare in SQL (see `overdue_remote_starts`).
+            async fn sessions_with_payment_due(&self, unchanged_since: DateTime<Utc>) -> Result<Vec<String>> {
+                let rows = sqlx::query("SELECT id FROM sessions WHERE payment_due = $1 AND status <> $2 AND updated_at <= $3")
                     .bind(true)
                     .bind(SESSION_ACTIVE)
+                    .bind(unchanged_since)
                     .fetch_all(&self.pool)
                     .await?;
                 rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
@@ -310,8 +312,12 @@ macro_rules! payment_store {
                 rows.iter().map(Self::link_from_row).collect()
             }
 
-            async fn pending_links(&self) -> Result<Vec<PaymentLinkRecord>> {
-                let rows = sqlx::query("SELECT * FROM payment_links WHERE status = $1").bind(LINK_PENDING).fetch_all(&self.pool).await?;
+            async fn pending_links_expired_by(&self, now: DateTime<Utc>) -> Result<Vec<PaymentLinkRecord>> {
+                let rows = sqlx::query("SELECT * FROM payment_links WHERE status = $1 AND expires_at <= $2")
+                    .bind(LINK_PENDING)
+                    .bind(now)
+                    .fetch_all(&self.pool)
+                    .await?;
                 rows.iter().map(Self::link_from_row).collect()
             }
 

@@ -4,13 +4,17 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod require;
+pub mod wait;
+
+#[allow(unused_imports)] // not every test file waits for something
+pub use wait::{eventually, until};
 
 use csms::app::Application;
 use csms::config::Config;
 use csms::state::AppState;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use std::io::Write;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -43,19 +47,10 @@ macro_rules! on_both_backends {
 }
 
 /// The PostgreSQL server tests may use, from `CSMS_TEST_POSTGRES_URL`. When it
-/// is unset, PostgreSQL tests are skipped, and say so on stderr (written past
-/// the test harness's capture, so it shows in every run).
+/// is unset a PostgreSQL test fails under CI and is skipped elsewhere
+/// (see [`require`]).
 pub fn postgres_url() -> Option<String> {
-    let url = std::env::var("CSMS_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|u| !u.is_empty());
-    if url.is_none() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED (PostgreSQL): CSMS_TEST_POSTGRES_URL is unset"
-        );
-    }
-    url
+    require::postgres_url()
 }
 
 /// A fresh, empty database for one test; a PostgreSQL one is dropped again

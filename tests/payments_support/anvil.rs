@@ -2,7 +2,8 @@
 //! port, killed when dropped.
 //!
 //! Use from a test file with
-//! `#[path = "payments_support/anvil.rs"] mod anvil;` and
+//! `#[path = "payments_support/anvil.rs"] mod anvil;` (beside `mod common;`
+//! or `#[path = "common/require.rs"] mod require;`) and
 //! `let Some(node) = anvil::Anvil::start().await else { return };`.
 //!
 //! Where the binary comes from, in order:
@@ -12,11 +13,14 @@
 //!    root (`npm install --no-save @foundry-rs/anvil`): the platform package's
 //!    real binary if present, else `node_modules/.bin/anvil`.
 //!
-//! Without any of them the test prints `SKIPPED (anvil): …` to stderr and
-//! returns early.
+//! Without any of them the test fails under CI and elsewhere prints
+//! `SKIPPED (anvil): …` to stderr and returns early (`common/require.rs`).
 #![allow(dead_code)]
 
-use std::io::Write as _;
+// The including test crate provides `require` (`common/require.rs`), through
+// `mod common` or on its own.
+use crate::require;
+
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -36,14 +40,15 @@ pub struct Anvil {
 
 impl Anvil {
     /// Starts anvil on a free port and waits until it answers `eth_chainId`.
-    /// `None` (after printing `SKIPPED`) if no anvil binary is installed.
+    /// `None` if no anvil binary is installed (a failure under CI, see
+    /// `common/require.rs`).
     pub async fn start() -> Option<Anvil> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let Some(binary) = find_anvil() else {
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED (anvil): no anvil binary: set CSMS_TEST_ANVIL, put anvil on PATH, \
-                 or run `npm install --no-save @foundry-rs/anvil` in the repository root"
+            require::missing(
+                "anvil",
+                "no anvil binary: set CSMS_TEST_ANVIL, put anvil on PATH, \
+                 or run `npm install --no-save @foundry-rs/anvil` in the repository root",
             );
             return None;
         };

@@ -144,6 +144,12 @@ impl FakeStripe {
         self.lock().requests.clone()
     }
 
+    /// Whether the request made with idempotency key `key` has finished (its
+    /// answer is saved for replays).
+    pub fn finished(&self, key: &str) -> bool {
+        matches!(self.lock().idempotency.get(key), Some(Idempotency::Done(_)))
+    }
+
     /// How many Checkout Sessions exist.
     pub fn session_count(&self) -> usize {
         self.lock().order.len()

@@ -289,6 +289,22 @@ macro_rules! sessions_sql {
                     .await?;
                 rows.iter().map(record).collect()
             }
+
+            // Times compare in SQL on both databases: TIMESTAMPTZ on
+            // PostgreSQL; on SQLite, text that sqlx and the writer both write
+            // as RFC 3339 in UTC (`+00:00`, no fraction or 3, 6 or 9 digits),
+            // whose byte order is time order, and `now` is bound the same way.
+            async fn overdue_remote_starts(&self, now: chrono::DateTime<chrono::Utc>) -> Result<Vec<SessionRecord>> {
+                let rows = sqlx::query(
+                    "SELECT * FROM sessions WHERE status = $1 AND transaction_id IS NULL \
+                     AND remote_start_deadline <= $2 ORDER BY created_at",
+                )
+                .bind(SESSION_ACTIVE)
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(record).collect()
+            }
         }
     };
 }
