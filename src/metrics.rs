@@ -26,7 +26,7 @@ type Labels = Vec<(&'static str, String)>;
 pub struct Metrics {
     registry: Mutex<Registry>,
     ocpp_messages: Family<Labels, Counter>,
-    ocpp_answer_seconds: Family<Labels, Histogram>,
+    ocpp_answer_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     handshake_refusals: Family<Labels, Counter>,
     connected: Gauge,
     log_lag: Gauge,
@@ -45,38 +45,36 @@ fn latency_buckets() -> Histogram {
 impl Metrics {
     pub fn new(writer: WriterMetrics) -> Self {
         let mut registry = Registry::with_prefix("csms");
-        let mut m = Metrics {
-            registry: Mutex::new(Registry::default()),
-            ocpp_messages: Family::default(),
-            ocpp_answer_seconds: Family::new_with_constructor(latency_buckets),
-            handshake_refusals: Family::default(),
-            connected: Gauge::default(),
-            log_lag: Gauge::default(),
-            sessions: Family::default(),
-            energy_wh: Gauge::default(),
-            payment_links: Family::default(),
-            balance_checks: Family::default(),
-            database_errors: Counter::default(),
-        };
+        let ocpp_messages = Family::<Labels, Counter>::default();
+        let ocpp_answer_seconds =
+            Family::<Labels, Histogram>::new_with_constructor(latency_buckets as fn() -> Histogram);
+        let handshake_refusals = Family::<Labels, Counter>::default();
+        let connected = Gauge::default();
+        let log_lag = Gauge::default();
+        let sessions = Family::<Labels, Gauge>::default();
+        let energy_wh = Gauge::<f64, AtomicU64>::default();
+        let payment_links = Family::<Labels, Gauge>::default();
+        let balance_checks = Family::<Labels, Gauge>::default();
+        let database_errors = Counter::default();
         registry.register(
             "chargers_connected",
             "Chargers with a live OCPP connection to this node",
-            m.connected.clone(),
+            connected.clone(),
         );
         registry.register(
             "ocpp_messages",
             "OCPP CALLs received from chargers, by action and outcome (answered, or the CALLERROR code)",
-            m.ocpp_messages.clone(),
+            ocpp_messages.clone(),
         );
         registry.register(
             "ocpp_answer_seconds",
             "Time from receiving a charger's CALL to sending its answer, by action",
-            m.ocpp_answer_seconds.clone(),
+            ocpp_answer_seconds.clone(),
         );
         registry.register(
             "handshake_refusals",
             "Charger WebSocket handshakes refused, by reason",
-            m.handshake_refusals.clone(),
+            handshake_refusals.clone(),
         );
         registry.register(
             "write_batches",
@@ -96,35 +94,46 @@ impl Metrics {
         registry.register(
             "message_log_lag",
             "Message-log frames received and not yet committed (queued, or held while the database refuses them)",
-            m.log_lag.clone(),
+            log_lag.clone(),
         );
         registry.register(
             "database_errors",
             "Database operations that failed: write batches, and reads behind an API answer or a charger's answer",
-            m.database_errors.clone(),
+            database_errors.clone(),
         );
         registry.register(
             "sessions",
             "Charging sessions in the database, by status",
-            m.sessions.clone(),
+            sessions.clone(),
         );
         registry.register(
             "energy_delivered_wh",
             "Energy of every completed session in the database, Wh",
-            m.energy_wh.clone(),
+            energy_wh.clone(),
         );
         registry.register(
             "payment_links",
             "Payment links in the database, by provider and status",
-            m.payment_links.clone(),
+            payment_links.clone(),
         );
         registry.register(
             "balance_checks",
             "Balance checks in the database, by provider and status",
-            m.balance_checks.clone(),
+            balance_checks.clone(),
         );
-        m.registry = Mutex::new(registry);
-        m
+        Metrics {
+            registry: Mutex::new(registry),
+            ocpp_messages,
+            ocpp_answer_seconds,
+            handshake_refusals,
+            connected,
+            log_lag,
+            sessions,
+            energy_wh,
+            payment_links,
+            balance_checks,
+            database_errors,
+        }
     }
 
     /// A CALL from a charger was answered (`outcome` "answered") or refused

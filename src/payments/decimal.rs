@@ -127,7 +127,7 @@ impl Decimal {
                 found: self.scale,
                 allowed: minor_digits,
             })?;
-            if self.mantissa % divisor != 0 {
+            if !self.mantissa.is_multiple_of(divisor) {
                 return Err(DecimalError::TooPrecise {
                     found: self.scale,
                     allowed: minor_digits,
