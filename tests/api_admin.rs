@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 on_both_backends!(
+    lists_page_in_the_database_and_report_their_total,
     putting_a_station_sets_its_tariff_and_never_shows_its_password,
     a_charger_given_a_password_must_use_basic_auth,
     station_validation_is_400_naming_the_field_and_writes_nothing,
@@ -1417,5 +1418,136 @@ async fn admin_routes_refuse_drivers_with_403_and_strangers_with_401(backend: Ba
         .find(|u| u["id"] == driver_id.as_str())
         .cloned();
     assert_eq!(me.expect("the driver is listed")["role"], "driver");
+    server.stop().await;
+}
+
+/// Sessions, users, stations, transactions and the message log page with
+/// `limit`/`offset` and report the total beside the page.
+async fn lists_page_in_the_database_and_report_their_total(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.token("ops", "admin");
+    let driver = server.token("driver-p", "driver");
+    // Three finished app sessions.
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let (status, body) = server
+            .api(
+                "POST",
+                "/api/charging/sessions/start",
+                Some(&driver),
+                Some(json!({"stationId": "HUB-PAGES", "connectorId": format!("connector-{n}"), "batteryLevelStart": 40})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let id = body["data"]["id"].as_str().unwrap().to_owned();
+        let (status, body) = server
+            .api(
+                "POST",
+                "/api/charging/sessions/end",
+                Some(&driver),
+                Some(json!({"sessionId": id, "batteryLevelEnd": 50})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        ids.push(id);
+        // Distinct start times, so "newest first" is one order.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (status, body) = server
+        .api(
+            "GET",
+            "/api/charging/sessions?limit=2&offset=1",
+            Some(&driver),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["pagination"],
+        json!({"total": 3, "limit": 2, "offset": 1})
+    );
+    let listed: Vec<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, vec![ids[1].as_str(), ids[0].as_str()]);
+    let (_, body) = server
+        .api(
+            "GET",
+            "/api/charging/sessions?filter=recent&offset=3",
+            Some(&driver),
+            None,
+        )
+        .await;
+    assert_eq!(body["pagination"]["total"], 3);
+    assert_eq!(body["data"], json!([]));
+
+    // Users: the driver and the operator exist (tokens' subjects are kept).
+    let (status, body) = server
+        .api("GET", "/api/admin/users?limit=1", Some(&admin), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let users = body["pagination"]["total"].as_i64().unwrap();
+    assert!(users >= 1, "{body}");
+    assert_eq!(body["data"].as_array().unwrap().len(), 1);
+
+    // Stations: the demo station and two chargers, in id order.
+    let mut charger = server.booted_charger("CP-PAGE-B").await;
+    server.booted_charger("CP-PAGE-A").await.close().await;
+    let (_, body) = server
+        .api("GET", "/api/admin/stations?limit=2", Some(&admin), None)
+        .await;
+    assert_eq!(
+        body["pagination"],
+        json!({"total": 3, "limit": 2, "offset": 0})
+    );
+    let stations: Vec<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(stations, vec!["CP-PAGE-A", "CP-PAGE-B"]);
+
+    // Transactions and the message log of one charger.
+    for n in 0..3 {
+        let answer = charger
+            .call(
+                "StartTransaction",
+                json!({"connectorId": n + 1, "idTag": "ANY", "meterStart": 0, "timestamp": "2024-01-15T10:00:00Z"}),
+            )
+            .await;
+        assert!(answer["transactionId"].as_i64().is_some(), "{answer}");
+    }
+    let (_, body) = server
+        .api(
+            "GET",
+            "/api/admin/stations/CP-PAGE-B/transactions?limit=1&offset=2",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        body["pagination"],
+        json!({"total": 3, "limit": 1, "offset": 2})
+    );
+    assert_eq!(body["data"].as_array().unwrap().len(), 1);
+    server.state.store.flush().await.unwrap();
+    let (_, body) = server
+        .api(
+            "GET",
+            "/api/admin/stations/CP-PAGE-B/messages?limit=2",
+            Some(&admin),
+            None,
+        )
+        .await;
+    // Boot and three starts, each a CALL and its answer.
+    assert_eq!(
+        body["pagination"],
+        json!({"total": 8, "limit": 2, "offset": 0})
+    );
+    assert_eq!(body["data"][0]["messageType"], 3, "{body}");
     server.stop().await;
 }

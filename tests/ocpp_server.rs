@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use csms::store::{RegistrationStatus, TransactionFilter};
+use csms::store::{Page, RegistrationStatus, TransactionFilter};
 use serde_json::json;
 use std::time::Duration;
 
@@ -574,9 +574,16 @@ async fn basic_auth_is_required_when_the_charger_has_a_password(backend: Backend
     assert!(server
         .state
         .store
-        .messages("CP-SEC", 10)
+        .messages(
+            "CP-SEC",
+            Page {
+                limit: 10,
+                offset: 0
+            }
+        )
         .await
         .unwrap()
+        .items
         .is_empty());
 
     // A flood of bad passwords is answered 429 (and slowed down); the
@@ -929,7 +936,19 @@ async fn every_frame_is_kept_in_the_message_log(backend: Backend) {
     charger.call("Heartbeat", json!({})).await;
     charger.error_code_for(r#"[2,"bad","Nope",{}]"#).await;
     server.state.store.flush().await.unwrap();
-    let log = server.state.store.messages("CP-LOG", 100).await.unwrap();
+    let log = server
+        .state
+        .store
+        .messages(
+            "CP-LOG",
+            Page {
+                limit: 100,
+                offset: 0,
+            },
+        )
+        .await
+        .unwrap()
+        .items;
     let summary: Vec<(String, i64, Option<String>)> = log
         .iter()
         .rev()

@@ -10,7 +10,7 @@ use crate::engine::money::{parse_currency, parse_price_micros, price_json};
 use crate::engine::view::session_json;
 use crate::ocpp::time::format_ms;
 use crate::state::AppState;
-use crate::store::{IdTagRecord, RegistrationStatus, StationRecord, TransactionFilter, UserRecord};
+use crate::store::{IdTagRecord, RegistrationStatus, StationRecord, UserRecord};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
@@ -95,24 +95,20 @@ async fn station_json(state: &AppState, id: &str) -> ApiResult<Option<Value>> {
     })))
 }
 
-async fn list_stations(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Value>> {
-    let mut ids: Vec<String> = state
-        .store
-        .stations()
-        .await?
-        .into_iter()
-        .map(|s| s.id)
-        .collect();
-    ids.extend(state.store.chargers().await?.into_iter().map(|c| c.id));
-    ids.sort();
-    ids.dedup();
-    let mut all = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(v) = station_json(&state, &id).await? {
-            all.push(v);
+async fn list_stations(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    query: Query,
+) -> ApiResult<Json<Value>> {
+    let page = query.page(100, 1000)?;
+    let ids = state.store.station_ids_page(page).await?;
+    let mut items = Vec::with_capacity(ids.items.len());
+    for id in &ids.items {
+        if let Some(v) = station_json(&state, id).await? {
+            items.push(v);
         }
     }
-    Ok(ok(Value::Array(all)))
+    Ok(super::error::paged(items, ids.total, page))
 }
 
 async fn get_station(
@@ -241,9 +237,15 @@ async fn messages(
     Path(id): Path<String>,
     query: Query,
 ) -> ApiResult<Json<Value>> {
-    let limit = query.integer("limit", 100, 1, 1000)?;
-    let log = state.store.messages(&id, limit).await?;
-    Ok(ok(serde_json::to_value(log).map_err(anyhow::Error::from)?))
+    let page = query.page(100, 1000)?;
+    let log = state.store.messages(&id, page).await?;
+    let items = log
+        .items
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()
+        .map_err(anyhow::Error::from)?;
+    Ok(super::error::paged(items, log.total, page))
 }
 
 async fn transactions(
@@ -252,16 +254,18 @@ async fn transactions(
     Path(id): Path<String>,
     query: Query,
 ) -> ApiResult<Json<Value>> {
-    let limit = query.integer("limit", 100, 1, 1000)?;
-    let filter = TransactionFilter {
-        charger_id: Some(id),
-        status: query.get("status").map(str::to_owned),
-        limit: Some(limit),
-    };
-    Ok(ok(serde_json::to_value(
-        state.store.transactions(filter).await?,
-    )
-    .map_err(anyhow::Error::from)?))
+    let page = query.page(100, 1000)?;
+    let txs = state
+        .store
+        .transactions_page(&id, query.get("status"), page)
+        .await?;
+    let items = txs
+        .items
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()
+        .map_err(anyhow::Error::from)?;
+    Ok(super::error::paged(items, txs.total, page))
 }
 
 async fn anomalies(
@@ -296,11 +300,19 @@ async fn sessions(State(state): State<AppState>, _admin: AdminUser) -> ApiResult
     Ok(ok(Value::Array(out)))
 }
 
-async fn list_users(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Value>> {
-    let users = state.store.users().await?;
-    Ok(ok(Value::Array(
-        users.iter().map(super::auth::routes::user_json).collect(),
-    )))
+async fn list_users(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    query: Query,
+) -> ApiResult<Json<Value>> {
+    let page = query.page(100, 1000)?;
+    let users = state.store.users_page(page).await?;
+    let items = users
+        .items
+        .iter()
+        .map(super::auth::routes::user_json)
+        .collect();
+    Ok(super::error::paged(items, users.total, page))
 }
 
 async fn put_user(

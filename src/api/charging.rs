@@ -124,27 +124,18 @@ async fn list(
             ApiError::invalid("filter", "filter must be recent, this-month or all-time")
         })?,
     };
-    let limit = query.integer("limit", 50, 1, 100)?;
-    let offset = query.integer("offset", 0, 0, i64::MAX)?;
+    let page = query.page(50, 100)?;
     let now = Utc::now();
-    let sessions: Vec<_> = state
+    let sessions = state
         .store
-        .user_sessions(&user.id)
-        .await?
-        .into_iter()
-        .filter(|s| period.contains(s.start_time, now))
-        .collect();
-    let page: Vec<Value> = sessions
+        .user_sessions_page(&user.id, period.since(now), page)
+        .await?;
+    let items = sessions
+        .items
         .iter()
-        .skip(offset as usize)
-        .take(limit as usize)
         .map(|s| session_json(s, now))
         .collect();
-    Ok(Json(json!({
-        "success": true,
-        "data": page,
-        "pagination": { "total": sessions.len(), "limit": limit, "offset": offset },
-    })))
+    Ok(super::error::paged(items, sessions.total, page))
 }
 
 async fn stats(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Value>> {

@@ -130,6 +130,15 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// `{"success": true, "data": [...], "pagination": {"total", "limit", "offset"}}`.
+pub fn paged(items: Vec<Value>, total: i64, page: crate::store::Page) -> Json<Value> {
+    Json(json!({
+        "success": true,
+        "data": items,
+        "pagination": { "total": total, "limit": page.limit, "offset": page.offset },
+    }))
+}
+
 /// `{"success": true, "data": ...}`.
 pub fn ok(data: Value) -> Json<Value> {
     Json(json!({ "success": true, "data": data }))

@@ -313,6 +313,15 @@ impl Query {
             }
         }
     }
+
+    /// `limit` (1 to `max`, larger is clamped; `default` when absent) and
+    /// `offset` (0 or more).
+    pub fn page(&self, default: i64, max: i64) -> Result<crate::store::Page, ApiError> {
+        Ok(crate::store::Page {
+            limit: self.integer("limit", default, 1, max)?,
+            offset: self.integer("offset", 0, 0, i64::MAX)?,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -90,12 +90,13 @@ impl Connection {
             "charger connected"
         );
         let connected = serde_json::json!({ "chargerId": self.attachment.charger_id });
-        crate::webhooks::enqueue(
+        // Boxed: the task of an idle charger keeps only what waiting takes.
+        Box::pin(crate::webhooks::enqueue(
             &self.state.store,
             &self.state.config,
             "charger.connected",
             connected.clone(),
-        )
+        ))
         .await;
         self.state
             .engine
@@ -204,12 +205,12 @@ impl Connection {
         tracing::info!(reason, "charger disconnected");
         let disconnected =
             serde_json::json!({ "chargerId": self.attachment.charger_id, "reason": reason });
-        crate::webhooks::enqueue(
+        Box::pin(crate::webhooks::enqueue(
             &self.state.store,
             &self.state.config,
             "charger.disconnected",
             disconnected.clone(),
-        )
+        ))
         .await;
         self.state
             .engine

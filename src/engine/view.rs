@@ -69,6 +69,19 @@ impl Period {
         }
     }
 
+    /// The earliest start the period takes at `now` (`None`: any).
+    pub fn since(self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self {
+            Period::Recent => Some(now - chrono::Duration::days(7)),
+            Period::ThisMonth => now
+                .date_naive()
+                .with_day(1)
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|t| t.and_utc()),
+            Period::AllTime => None,
+        }
+    }
+
     pub fn contains(self, start: DateTime<Utc>, now: DateTime<Utc>) -> bool {
         match self {
             Period::Recent => start >= now - chrono::Duration::days(7),

@@ -52,6 +52,20 @@ pub struct TransactionFilter {
     pub limit: Option<i64>,
 }
 
+/// A page of a list: at most `limit` rows after skipping `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// One page of rows and how many there are in all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Paged<T> {
+    pub items: Vec<T>,
+    pub total: i64,
+}
+
 /// What payments keep: the wallet ledger, balance checks, payment links and
 /// the Stripe events seen. Every `Store` is one.
 #[async_trait]
@@ -152,6 +166,13 @@ pub trait TransactionStore: Send + Sync {
     ) -> Result<StartOutcome>;
     async fn transaction(&self, id: i64) -> Result<Option<TransactionRecord>>;
     async fn transactions(&self, filter: TransactionFilter) -> Result<Vec<TransactionRecord>>;
+    /// A page of a charger's transactions (of one status, if given), newest first.
+    async fn transactions_page(
+        &self,
+        charger_id: &str,
+        status: Option<&str>,
+        page: Page,
+    ) -> Result<Paged<TransactionRecord>>;
     /// A charger's transactions that are still open.
     async fn open_transactions(&self, charger_id: &str) -> Result<Vec<TransactionRecord>>;
     /// Every sampled value of a transaction, by time.
@@ -211,6 +232,13 @@ pub trait SessionStore: Send + Sync {
     async fn active_session(&self, user_id: &str) -> Result<Option<SessionRecord>>;
     /// A driver's sessions, newest first.
     async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>>;
+    /// A page of a driver's sessions started at or after `since`, newest first.
+    async fn user_sessions_page(
+        &self,
+        user_id: &str,
+        since: Option<DateTime<Utc>>,
+        page: Page,
+    ) -> Result<Paged<SessionRecord>>;
     async fn active_sessions(&self) -> Result<Vec<SessionRecord>>;
     /// Active sessions waiting for a remote start whose deadline is `now` or
     /// earlier and that have no transaction yet (compared in SQL).
@@ -228,7 +256,11 @@ pub trait PeopleStore: Send + Sync {
     async fn upsert_user(&self, user: &UserRecord) -> Result<()>;
     async fn user(&self, id: &str) -> Result<Option<UserRecord>>;
     async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>>;
-    async fn users(&self) -> Result<Vec<UserRecord>>;
+    /// A page of the users, oldest first.
+    async fn users_page(&self, page: Page) -> Result<Paged<UserRecord>>;
+    /// A page of the ids of stations and chargers (each known as either or
+    /// both), in order.
+    async fn station_ids_page(&self, page: Page) -> Result<Paged<String>>;
     /// Makes sure a user row exists for a token's subject (tokens are trusted
     /// by signature, so a subject may not be stored yet).
     async fn ensure_user(&self, id: &str) -> Result<()>;
@@ -255,7 +287,8 @@ pub trait LogStore: Send + Sync {
     async fn log_message(&self, entry: NewLogEntry);
     /// Frames queued for the log and not yet committed.
     fn log_lag(&self) -> usize;
-    async fn messages(&self, charger_id: &str, limit: i64) -> Result<Vec<LoggedMessage>>;
+    /// A page of a charger's message log, newest first.
+    async fn messages(&self, charger_id: &str, page: Page) -> Result<Paged<LoggedMessage>>;
     async fn record_anomaly(&self, anomaly: NewAnomaly) -> Result<()>;
     async fn anomalies(&self, charger_id: Option<&str>, limit: i64) -> Result<Vec<Anomaly>>;
 }

@@ -53,14 +53,19 @@ macro_rules! log_sql {
                 self.writer.detached_pending() + self.log_carried.load(std::sync::atomic::Ordering::Relaxed)
             }
 
-            async fn messages(&self, charger_id: &str, limit: i64) -> Result<Vec<LoggedMessage>> {
+            async fn messages(&self, charger_id: &str, page: super::Page) -> Result<super::Paged<LoggedMessage>> {
                 use sqlx::Row;
-                let rows = sqlx::query("SELECT * FROM ocpp_messages WHERE charger_id = $1 ORDER BY id DESC LIMIT $2")
+                let rows = sqlx::query("SELECT * FROM ocpp_messages WHERE charger_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3")
                     .bind(charger_id)
-                    .bind(limit)
+                    .bind(page.limit)
+                    .bind(page.offset)
                     .fetch_all(&self.pool)
                     .await?;
-                rows.iter()
+                let total: i64 = sqlx::query_scalar("SELECT count(*) FROM ocpp_messages WHERE charger_id = $1")
+                    .bind(charger_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                let items = rows.iter()
                     .map(|row| {
                         Ok(LoggedMessage {
                             id: row.try_get("id")?,
@@ -73,7 +78,8 @@ macro_rules! log_sql {
                             logged_at: row.try_get("logged_at")?,
                         })
                     })
-                    .collect()
+                    .collect::<Result<_>>()?;
+                Ok(super::Paged { items, total })
             }
 
             async fn record_anomaly(&self, anomaly: NewAnomaly) -> Result<()> {

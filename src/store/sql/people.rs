@@ -52,9 +52,34 @@ macro_rules! people_sql {
                 row.as_ref().map(record).transpose()
             }
 
-            async fn users(&self) -> Result<Vec<UserRecord>> {
-                let rows = sqlx::query("SELECT * FROM users ORDER BY created_at, id").fetch_all(&self.pool).await?;
-                rows.iter().map(record).collect()
+            async fn users_page(&self, page: super::Page) -> Result<super::Paged<UserRecord>> {
+                let rows = sqlx::query("SELECT * FROM users ORDER BY created_at, id LIMIT $1 OFFSET $2")
+                    .bind(page.limit)
+                    .bind(page.offset)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let total: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(super::Paged {
+                    items: rows.iter().map(record).collect::<Result<_>>()?,
+                    total,
+                })
+            }
+
+            async fn station_ids_page(&self, page: super::Page) -> Result<super::Paged<String>> {
+                const IDS: &str = "SELECT id FROM stations UNION SELECT id FROM chargers";
+                let items: Vec<String> = sqlx::query_scalar(&format!(
+                    "SELECT id FROM ({IDS}) AS ids ORDER BY id LIMIT $1 OFFSET $2"
+                ))
+                .bind(page.limit)
+                .bind(page.offset)
+                .fetch_all(&self.pool)
+                .await?;
+                let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM ({IDS}) AS ids"))
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(super::Paged { items, total })
             }
 
             async fn ensure_user(&self, id: &str) -> Result<()> {

@@ -282,6 +282,36 @@ macro_rules! sessions_sql {
                 rows.iter().map(record).collect()
             }
 
+            async fn user_sessions_page(
+                &self,
+                user_id: &str,
+                since: Option<chrono::DateTime<chrono::Utc>>,
+                page: super::Page,
+            ) -> Result<super::Paged<SessionRecord>> {
+                // `sessions_by_user (user_id, start_time)` serves both.
+                let rows = sqlx::query(
+                    "SELECT * FROM sessions WHERE user_id = $1 AND ($2 IS NULL OR start_time >= $2) \
+                     ORDER BY start_time DESC, created_at DESC LIMIT $3 OFFSET $4",
+                )
+                .bind(user_id)
+                .bind(since)
+                .bind(page.limit)
+                .bind(page.offset)
+                .fetch_all(&self.pool)
+                .await?;
+                let total: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM sessions WHERE user_id = $1 AND ($2 IS NULL OR start_time >= $2)",
+                )
+                .bind(user_id)
+                .bind(since)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(super::Paged {
+                    items: rows.iter().map(record).collect::<Result<_>>()?,
+                    total,
+                })
+            }
+
             async fn active_sessions(&self) -> Result<Vec<SessionRecord>> {
                 let rows = sqlx::query("SELECT * FROM sessions WHERE status = $1 ORDER BY created_at")
                     .bind(SESSION_ACTIVE)

@@ -273,6 +273,35 @@ macro_rules! transactions_sql {
                 rows.iter().map(record).collect()
             }
 
+            async fn transactions_page(
+                &self,
+                charger_id: &str,
+                status: Option<&str>,
+                page: super::Page,
+            ) -> Result<super::Paged<TransactionRecord>> {
+                let rows = sqlx::query(
+                    "SELECT * FROM transactions WHERE charger_id = $1 AND ($2 IS NULL OR status = $2) \
+                     ORDER BY id DESC LIMIT $3 OFFSET $4",
+                )
+                .bind(charger_id)
+                .bind(status)
+                .bind(page.limit)
+                .bind(page.offset)
+                .fetch_all(&self.pool)
+                .await?;
+                let total: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM transactions WHERE charger_id = $1 AND ($2 IS NULL OR status = $2)",
+                )
+                .bind(charger_id)
+                .bind(status)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(super::Paged {
+                    items: rows.iter().map(record).collect::<Result<_>>()?,
+                    total,
+                })
+            }
+
             async fn open_transactions(&self, charger_id: &str) -> Result<Vec<TransactionRecord>> {
                 let rows = sqlx::query("SELECT * FROM transactions WHERE charger_id = $1 AND status = $2 ORDER BY id")
                     .bind(charger_id)
