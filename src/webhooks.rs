@@ -39,6 +39,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// Deliveries sent at once.
 const CONCURRENCY: usize = 8;
+/// How long ended deliveries (and their events) are kept, for operators to
+/// look at.
+pub const KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often old ones are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
@@ -118,10 +123,20 @@ pub async fn run(store: SharedStore, config: Arc<Config>) {
     };
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pruned_at = tokio::time::Instant::now();
     loop {
         tick.tick().await;
         if let Err(e) = sender.round(&urls).await {
             tracing::warn!("webhook round failed: {e:#}");
+        }
+        if pruned_at.elapsed() >= PRUNE_EVERY {
+            pruned_at = tokio::time::Instant::now();
+            let before = now_ms() - KEEP.as_millis() as i64;
+            match sender.store.prune_webhooks(before).await {
+                Ok(n) if n > 0 => tracing::info!(events = n, "old webhook events deleted"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("pruning webhook events failed: {e:#}"),
+            }
         }
     }
 }

@@ -1511,6 +1511,39 @@ async fn lists_page_in_the_database_and_report_their_total(backend: Backend) {
         .collect();
     assert_eq!(stations, vec!["CP-PAGE-A", "CP-PAGE-B"]);
 
+    // idTags, all or one user's.
+    for (tag, user) in [
+        ("TAG-P1", "driver-p"),
+        ("TAG-P2", "driver-p"),
+        ("TAG-Q1", "driver-q"),
+    ] {
+        server.user_with_tag(user, tag).await;
+    }
+    let (status, body) = server
+        .api(
+            "GET",
+            "/api/admin/id-tags?limit=2&offset=1",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["pagination"],
+        json!({"total": 3, "limit": 2, "offset": 1})
+    );
+    assert_eq!(body["data"][0]["idTag"], "TAG-P2");
+    assert_eq!(body["data"][1]["idTag"], "TAG-Q1");
+    let (_, body) = server
+        .api(
+            "GET",
+            "/api/admin/id-tags?userId=driver-p",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(body["pagination"]["total"], 2);
+
     // Transactions and the message log of one charger.
     for n in 0..3 {
         let answer = charger

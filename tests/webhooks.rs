@@ -206,6 +206,17 @@ async fn session_and_charger_events_arrive_signed(backend: Backend) {
     unique.sort();
     unique.dedup();
     assert_eq!(ids.len(), unique.len(), "{ids:?}");
+
+    // Ended deliveries are kept until pruned; pruning takes exactly those.
+    let store = &server.state.store;
+    assert_eq!(
+        store.prune_webhooks(0).await.unwrap(),
+        0,
+        "nothing that old"
+    );
+    let pruned = store.prune_webhooks(i64::MAX).await.unwrap();
+    assert_eq!(pruned as usize, ids.len());
+    assert_eq!(store.prune_webhooks(i64::MAX).await.unwrap(), 0);
     server.stop().await;
 }
 

@@ -34,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/admin/stations/{id}/transactions", get(transactions))
         .route("/api/admin/users", get(list_users))
         .route("/api/admin/users/{id}", put(put_user))
+        .route("/api/admin/id-tags", get(list_id_tags))
         .route(
             "/api/admin/id-tags/{id_tag}",
             put(put_id_tag).get(get_id_tag),
@@ -399,6 +400,21 @@ async fn put_user(
 fn id_tag_json(t: &IdTagRecord) -> Value {
     json!({"idTag": t.id_tag, "userId": t.user_id, "status": t.status, "expiryDate": t.expiry_date.map(format_ms),
            "parentIdTag": t.parent_id_tag, "createdAt": format_ms(t.created_at)})
+}
+
+/// `GET /api/admin/id-tags?userId=&limit=&offset=`: in tag order.
+async fn list_id_tags(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    query: Query,
+) -> ApiResult<Json<Value>> {
+    let page = query.page(100, 1000)?;
+    let tags = state
+        .store
+        .id_tags_page(query.get("userId").filter(|u| !u.is_empty()), page)
+        .await?;
+    let items = tags.items.iter().map(id_tag_json).collect();
+    Ok(super::error::paged(items, tags.total, page))
 }
 
 async fn get_id_tag(

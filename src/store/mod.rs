@@ -271,6 +271,8 @@ pub trait PeopleStore: Send + Sync {
     /// Looks a tag up case-insensitively.
     async fn id_tag(&self, id_tag: &str) -> Result<Option<IdTagRecord>>;
     async fn id_tags_of_user(&self, user_id: &str) -> Result<Vec<IdTagRecord>>;
+    /// A page of the idTags, of one user if given, in tag order.
+    async fn id_tags_page(&self, user_id: Option<&str>, page: Page) -> Result<Paged<IdTagRecord>>;
 
     async fn station(&self, id: &str) -> Result<Option<StationRecord>>;
     async fn stations(&self) -> Result<Vec<StationRecord>>;
@@ -326,6 +328,9 @@ pub trait WebhookStore: Send + Sync {
     /// when another worker (or node) took it first.
     async fn claim_webhook_delivery(&self, d: &DueDelivery, lease_until_ms: i64) -> Result<bool>;
     async fn webhook_delivered(&self, event_id: i64, url: &str, at_ms: i64) -> Result<()>;
+    /// Deletes events created before `before_ms` whose every delivery has
+    /// ended (delivered or given up). Returns how many events went.
+    async fn prune_webhooks(&self, before_ms: i64) -> Result<u64>;
     /// An attempt failed: try again at `next_attempt_ms`, or never (`None`).
     async fn webhook_attempt_failed(
         &self,

@@ -140,6 +140,25 @@ macro_rules! people_sql {
                 rows.iter().map(record).collect()
             }
 
+            async fn id_tags_page(&self, user_id: Option<&str>, page: super::Page) -> Result<super::Paged<IdTagRecord>> {
+                let rows = sqlx::query(
+                    "SELECT * FROM id_tags WHERE ($1 IS NULL OR user_id = $1) ORDER BY id_tag LIMIT $2 OFFSET $3",
+                )
+                .bind(user_id)
+                .bind(page.limit)
+                .bind(page.offset)
+                .fetch_all(&self.pool)
+                .await?;
+                let total: i64 = sqlx::query_scalar("SELECT count(*) FROM id_tags WHERE ($1 IS NULL OR user_id = $1)")
+                    .bind(user_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(super::Paged {
+                    items: rows.iter().map(record).collect::<Result<_>>()?,
+                    total,
+                })
+            }
+
             async fn station(&self, id: &str) -> Result<Option<StationRecord>> {
                 let row = sqlx::query("SELECT * FROM stations WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
                 row.as_ref().map(record).transpose()

@@ -94,6 +94,28 @@ macro_rules! webhooks_sql {
                 Ok(done.rows_affected() == 1)
             }
 
+            async fn prune_webhooks(&self, before_ms: i64) -> Result<u64> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "DELETE FROM webhook_deliveries WHERE event_id IN ( \
+                       SELECT id FROM webhook_events WHERE dispatched = 1 AND created_ms < $1 \
+                       AND id NOT IN (SELECT event_id FROM webhook_deliveries WHERE delivered_ms IS NULL AND failed = 0))",
+                )
+                .bind(before_ms)
+                .execute(&mut *tx)
+                .await?;
+                let gone = sqlx::query(
+                    "DELETE FROM webhook_events WHERE dispatched = 1 AND created_ms < $1 \
+                     AND id NOT IN (SELECT event_id FROM webhook_deliveries)",
+                )
+                .bind(before_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                tx.commit().await.context("pruning webhook events")?;
+                Ok(gone)
+            }
+
             async fn webhook_delivered(&self, event_id: i64, url: &str, at_ms: i64) -> Result<()> {
                 sqlx::query(
                     "UPDATE webhook_deliveries SET delivered_ms = $1, attempts = attempts + 1, last_error = NULL \
