@@ -109,7 +109,7 @@ async fn list_stations(
             items.push(v);
         }
     }
-    Ok(super::error::paged(items, ids.total, page))
+    Ok(super::error::paged(&items, ids.total, page))
 }
 
 async fn get_station(
@@ -240,13 +240,7 @@ async fn messages(
 ) -> ApiResult<Json<Value>> {
     let page = query.page(100, 1000)?;
     let log = state.store.messages(&id, page).await?;
-    let items = log
-        .items
-        .iter()
-        .map(serde_json::to_value)
-        .collect::<Result<_, _>>()
-        .map_err(anyhow::Error::from)?;
-    Ok(super::error::paged(items, log.total, page))
+    Ok(super::error::paged(&log.items, log.total, page))
 }
 
 async fn transactions(
@@ -260,13 +254,7 @@ async fn transactions(
         .store
         .transactions_page(&id, query.get("status"), page)
         .await?;
-    let items = txs
-        .items
-        .iter()
-        .map(serde_json::to_value)
-        .collect::<Result<_, _>>()
-        .map_err(anyhow::Error::from)?;
-    Ok(super::error::paged(items, txs.total, page))
+    Ok(super::error::paged(&txs.items, txs.total, page))
 }
 
 async fn anomalies(
@@ -308,12 +296,12 @@ async fn list_users(
 ) -> ApiResult<Json<Value>> {
     let page = query.page(100, 1000)?;
     let users = state.store.users_page(page).await?;
-    let items = users
+    let items: Vec<Value> = users
         .items
         .iter()
         .map(super::auth::routes::user_json)
         .collect();
-    Ok(super::error::paged(items, users.total, page))
+    Ok(super::error::paged(&items, users.total, page))
 }
 
 async fn put_user(
@@ -413,8 +401,8 @@ async fn list_id_tags(
         .store
         .id_tags_page(query.get("userId").filter(|u| !u.is_empty()), page)
         .await?;
-    let items = tags.items.iter().map(id_tag_json).collect();
-    Ok(super::error::paged(items, tags.total, page))
+    let items: Vec<Value> = tags.items.iter().map(id_tag_json).collect();
+    Ok(super::error::paged(&items, tags.total, page))
 }
 
 async fn get_id_tag(

@@ -130,12 +130,12 @@ async fn list(
         .store
         .user_sessions_page(&user.id, period.since(now), page)
         .await?;
-    let items = sessions
+    let items: Vec<Value> = sessions
         .items
         .iter()
         .map(|s| session_json(s, now))
         .collect();
-    Ok(super::error::paged(items, sessions.total, page))
+    Ok(super::error::paged(&items, sessions.total, page))
 }
 
 async fn stats(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Value>> {

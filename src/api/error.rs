@@ -131,7 +131,11 @@ impl IntoResponse for ApiError {
 }
 
 /// `{"success": true, "data": [...], "pagination": {"total", "limit", "offset"}}`.
-pub fn paged(items: Vec<Value>, total: i64, page: crate::store::Page) -> Json<Value> {
+pub fn paged<T: serde::Serialize>(
+    items: &[T],
+    total: i64,
+    page: crate::store::Page,
+) -> Json<Value> {
     Json(json!({
         "success": true,
         "data": items,

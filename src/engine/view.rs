@@ -81,14 +81,6 @@ impl Period {
             Period::AllTime => None,
         }
     }
-
-    pub fn contains(self, start: DateTime<Utc>, now: DateTime<Utc>) -> bool {
-        match self {
-            Period::Recent => start >= now - chrono::Duration::days(7),
-            Period::ThisMonth => start.year() == now.year() && start.month() == now.month(),
-            Period::AllTime => true,
-        }
-    }
 }
 
 /// Statistics over completed sessions. Money is summed in minor units per
@@ -242,11 +234,23 @@ mod tests {
     #[test]
     fn periods_filter_by_start() {
         let now = Utc.with_ymd_and_hms(2024, 3, 2, 12, 0, 0).unwrap();
-        assert!(Period::Recent.contains(now - chrono::Duration::days(6), now));
-        assert!(!Period::Recent.contains(now - chrono::Duration::days(8), now));
-        assert!(Period::ThisMonth.contains(Utc.with_ymd_and_hms(2024, 3, 1, 0, 0, 0).unwrap(), now));
-        assert!(!Period::ThisMonth
-            .contains(Utc.with_ymd_and_hms(2024, 2, 29, 23, 59, 59).unwrap(), now));
+        // What the session list's query keeps: a start at or after `since`.
+        let contains =
+            |p: Period, start: DateTime<Utc>| p.since(now).is_none_or(|since| start >= since);
+        assert!(contains(Period::Recent, now - chrono::Duration::days(6)));
+        assert!(!contains(Period::Recent, now - chrono::Duration::days(8)));
+        assert!(contains(
+            Period::ThisMonth,
+            Utc.with_ymd_and_hms(2024, 3, 1, 0, 0, 0).unwrap()
+        ));
+        assert!(!contains(
+            Period::ThisMonth,
+            Utc.with_ymd_and_hms(2024, 2, 29, 23, 59, 59).unwrap()
+        ));
+        assert!(contains(
+            Period::AllTime,
+            Utc.with_ymd_and_hms(1990, 1, 1, 0, 0, 0).unwrap()
+        ));
         assert_eq!(Period::parse("yesterday"), None);
     }
 }

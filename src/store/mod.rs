@@ -132,7 +132,6 @@ pub trait PaymentStore: Send + Sync {
 #[async_trait]
 pub trait ChargerStore: Send + Sync {
     async fn charger(&self, id: &str) -> Result<Option<ChargerRecord>>;
-    async fn chargers(&self) -> Result<Vec<ChargerRecord>>;
     /// Creates or updates a charger as an operator does, before it ever
     /// connects. `password_hash`: `None` leaves it, `Some(None)` clears it.
     async fn provision_charger(
@@ -275,7 +274,6 @@ pub trait PeopleStore: Send + Sync {
     async fn id_tags_page(&self, user_id: Option<&str>, page: Page) -> Result<Paged<IdTagRecord>>;
 
     async fn station(&self, id: &str) -> Result<Option<StationRecord>>;
-    async fn stations(&self) -> Result<Vec<StationRecord>>;
     /// Creates or updates a station (its `created_at` is kept); returns it as stored.
     async fn upsert_station(&self, station: &StationRecord) -> Result<StationRecord>;
 }

@@ -101,11 +101,6 @@ macro_rules! chargers_sql {
                 row.as_ref().map(record).transpose()
             }
 
-            async fn chargers(&self) -> Result<Vec<ChargerRecord>> {
-                let rows = sqlx::query("SELECT * FROM chargers ORDER BY id").fetch_all(&self.pool).await?;
-                rows.iter().map(record).collect()
-            }
-
             async fn provision_charger(
                 &self,
                 id: &str,

@@ -164,11 +164,6 @@ macro_rules! people_sql {
                 row.as_ref().map(record).transpose()
             }
 
-            async fn stations(&self) -> Result<Vec<StationRecord>> {
-                let rows = sqlx::query("SELECT * FROM stations ORDER BY id").fetch_all(&self.pool).await?;
-                rows.iter().map(record).collect()
-            }
-
             async fn upsert_station(&self, st: &StationRecord) -> Result<StationRecord> {
                 let row = sqlx::query(
                     "INSERT INTO stations (id, name, price_micros, currency, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5) \
