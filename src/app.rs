@@ -87,7 +87,7 @@ impl Application {
         let cors = cors_layer(&state.config.cors_origins);
         let router = Router::new()
             .route("/ocpp/{*identity}", any(handshake::upgrade))
-            .route("/ocpp/", any(handshake::upgrade))
+            .route("/ocpp/", any(handshake::upgrade_without_identity))
             .merge(api::router());
         let router = with_http_trace(router);
         let router = match cors {

@@ -5,6 +5,7 @@
 
 use super::error::{ok, ApiError, ApiResult};
 use super::extract::{AdminUser, Body, Query};
+use super::openapi::{self as doc, Data, Paged};
 use crate::charger::CommandError;
 use crate::engine::money::{parse_currency, parse_price_micros, price_json};
 use crate::engine::view::session_json;
@@ -43,6 +44,26 @@ pub fn router() -> Router<AppState> {
         .route("/api/admin/sessions", get(sessions))
         .route("/api/admin/ingest", get(ingest))
 }
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    list_stations,
+    get_station,
+    put_station,
+    put_registration,
+    command,
+    messages,
+    transactions,
+    list_users,
+    put_user,
+    list_id_tags,
+    get_id_tag,
+    put_id_tag,
+    anomalies,
+    sessions,
+    ingest
+))]
+pub(crate) struct Doc;
 
 /// The highest price per kWh an operator may set, in units of any currency:
 /// far above any real tariff, even in currencies of tiny units, and low
@@ -96,6 +117,14 @@ async fn station_json(state: &AppState, id: &str) -> ApiResult<Option<Value>> {
     })))
 }
 
+#[utoipa::path(get, path = "/api/admin/stations", operation_id = "listStations", tag = "admin", security(("bearer" = [])),
+    params(("limit" = Option<i64>, Query, description = "Default 100, at most 1000"),
+        ("offset" = Option<i64>, Query, description = "Default 0"),),
+    responses(
+        (status = 200, description = "Stations and chargers in id order, with tariff, registration and live state", body = Paged<doc::Station>),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 async fn list_stations(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -112,6 +141,14 @@ async fn list_stations(
     Ok(super::error::paged(&items, ids.total, page))
 }
 
+#[utoipa::path(get, path = "/api/admin/stations/{id}", operation_id = "getStation", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Station id, which is also its charger's OCPP identity")),
+    responses(
+        (status = 200, description = "One station", body = Data<doc::Station>),
+        (status = 404, description = "Neither a station nor a charger", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 async fn get_station(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -123,6 +160,15 @@ async fn get_station(
         .ok_or_else(|| ApiError::not_found(format!("Station {id} not found")))
 }
 
+#[utoipa::path(put, path = "/api/admin/stations/{id}", operation_id = "putStation", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Station id, which is also its charger's OCPP identity")),
+    request_body(content = doc::PutStation, example = json!({"name": "Depot 1", "pricePerKWh": 0.35, "currency": "EUR", "ocppPassword": "a-16-to-40-char-secret"})),
+    responses(
+        (status = 200, description = "The station as stored", body = Data<doc::Station>),
+        (status = 400, description = "Invalid id, name, price, currency or password", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 async fn put_station(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -186,6 +232,15 @@ async fn put_station(
     Ok(ok(station_json(&state, &id).await?.unwrap_or(Value::Null)))
 }
 
+#[utoipa::path(put, path = "/api/admin/stations/{id}/registration", operation_id = "putRegistration", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The charger's OCPP identity")),
+    request_body(content = doc::PutRegistration, example = json!({"status": "Accepted"})),
+    responses(
+        (status = 200, description = "The charger's registration as stored (its next BootNotification is answered so)", body = Data<doc::Station>),
+        (status = 400, description = "Invalid id or status", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 async fn put_registration(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -204,6 +259,20 @@ async fn put_registration(
 }
 
 /// Sends any server-to-charger OCPP 1.6 command and answers the charger's response.
+#[utoipa::path(post, path = "/api/admin/stations/{id}/commands/{action}", operation_id = "sendCommand", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The charger's OCPP identity"),
+           ("action" = String, Path, description = "A server-to-charger OCPP 1.6 action, e.g. `Reset`, `RemoteStartTransaction`, `GetConfiguration`")),
+    request_body(content = Object, description = "The action's OCPP request payload, validated against its official schema", example = json!({"type": "Soft"})),
+    responses(
+        (status = 200, description = "The charger's answer (its CALLRESULT payload)", body = Data<Object>, example = json!({"success": true, "data": {"status": "Accepted"}})),
+        (status = 400, description = "The payload does not match the action's schema", body = doc::ErrorBody),
+        (status = 404, description = "`UNKNOWN_ACTION`: not a server-to-charger OCPP 1.6 action", body = doc::ErrorBody),
+        (status = 409, description = "`CHARGER_OFFLINE`, or `CHARGER_BUSY` (too many commands waiting)", body = doc::ErrorBody),
+        (status = 502, description = "The charger answered a CALLERROR or an answer that breaks the schema, or disconnected", body = doc::ErrorBody),
+        (status = 504, description = "`CHARGER_TIMEOUT`", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 async fn command(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -232,6 +301,14 @@ async fn command(
     Ok(ok(answer))
 }
 
+#[utoipa::path(get, path = "/api/admin/stations/{id}/messages", operation_id = "listMessages", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The charger's OCPP identity"), ("limit" = Option<i64>, Query, description = "Default 100, at most 1000"),
+        ("offset" = Option<i64>, Query, description = "Default 0"),),
+    responses(
+        (status = 200, description = "The charger's OCPP-J frames, both directions, newest first", body = Paged<crate::store::LoggedMessage>),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 async fn messages(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -243,6 +320,16 @@ async fn messages(
     Ok(super::error::paged(&log.items, log.total, page))
 }
 
+#[utoipa::path(get, path = "/api/admin/stations/{id}/transactions", operation_id = "listTransactions", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The charger's OCPP identity"),
+           ("status" = Option<String>, Query, description = "`active`, `stopped` or `closed`"), ("limit" = Option<i64>, Query, description = "Default 100, at most 1000"),
+        ("offset" = Option<i64>, Query, description = "Default 0"),),
+    responses(
+        (status = 200, description = "The charger's OCPP transactions, newest first", body = Paged<crate::store::TransactionRecord>),
+        (status = 400, description = "An unknown status", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 async fn transactions(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -250,13 +337,32 @@ async fn transactions(
     query: Query,
 ) -> ApiResult<Json<Value>> {
     let page = query.page(100, 1000)?;
-    let txs = state
-        .store
-        .transactions_page(&id, query.get("status"), page)
-        .await?;
+    let status = query.get("status").filter(|s| !s.is_empty());
+    if status.is_some_and(|s| {
+        ![
+            crate::store::TX_ACTIVE,
+            crate::store::TX_STOPPED,
+            crate::store::TX_CLOSED,
+        ]
+        .contains(&s)
+    }) {
+        return Err(ApiError::invalid(
+            "status",
+            "status must be active, stopped or closed",
+        ));
+    }
+    let txs = state.store.transactions_page(&id, status, page).await?;
     Ok(super::error::paged(&txs.items, txs.total, page))
 }
 
+#[utoipa::path(get, path = "/api/admin/anomalies", operation_id = "listAnomalies", tag = "admin", security(("bearer" = [])),
+    params(("chargerId" = Option<String>, Query, description = "Only this charger's"),
+           ("limit" = Option<i64>, Query, description = "1 to 1000, default 100")),
+    responses(
+        (status = 200, description = "What chargers sent that was answered but is not right, newest first", body = Data<Vec<crate::store::Anomaly>>),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 async fn anomalies(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -269,6 +375,12 @@ async fn anomalies(
 
 /// Active sessions, each with `looksStuck`: an OCPP session whose charger is
 /// offline or silent for an hour, or a remote start still waiting.
+#[utoipa::path(get, path = "/api/admin/sessions", operation_id = "listActiveSessions", tag = "admin", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every active session, each with `looksStuck`", body = Data<Vec<doc::AdminSession>>),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 async fn sessions(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Value>> {
     let now = Utc::now();
     let mut out = Vec::new();
@@ -289,6 +401,14 @@ async fn sessions(State(state): State<AppState>, _admin: AdminUser) -> ApiResult
     Ok(ok(Value::Array(out)))
 }
 
+#[utoipa::path(get, path = "/api/admin/users", operation_id = "listUsers", tag = "admin", security(("bearer" = [])),
+    params(("limit" = Option<i64>, Query, description = "Default 100, at most 1000"),
+        ("offset" = Option<i64>, Query, description = "Default 0"),),
+    responses(
+        (status = 200, description = "Users in id order", body = Paged<doc::User>),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 async fn list_users(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -304,6 +424,16 @@ async fn list_users(
     Ok(super::error::paged(&items, users.total, page))
 }
 
+#[utoipa::path(put, path = "/api/admin/users/{id}", operation_id = "putUser", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "User id, 1 to 128 characters")),
+    request_body(content = doc::PutUser, example = json!({"name": "Fleet car 42", "email": "car42@example.com", "role": "driver", "batteryCapacity": 77})),
+    responses(
+        (status = 200, description = "The user as stored", body = Data<doc::User>),
+        (status = 400, description = "Invalid id, email, role or capacity", body = doc::ErrorBody),
+        (status = 409, description = "`EMAIL_TAKEN`", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 async fn put_user(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -391,6 +521,14 @@ fn id_tag_json(t: &IdTagRecord) -> Value {
 }
 
 /// `GET /api/admin/id-tags?userId=&limit=&offset=`: in tag order.
+#[utoipa::path(get, path = "/api/admin/id-tags", operation_id = "listIdTags", tag = "admin", security(("bearer" = [])),
+    params(("userId" = Option<String>, Query, description = "Only this user's"), ("limit" = Option<i64>, Query, description = "Default 100, at most 1000"),
+        ("offset" = Option<i64>, Query, description = "Default 0"),),
+    responses(
+        (status = 200, description = "idTags in tag order", body = Paged<doc::IdTag>),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 async fn list_id_tags(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -405,6 +543,14 @@ async fn list_id_tags(
     Ok(super::error::paged(&items, tags.total, page))
 }
 
+#[utoipa::path(get, path = "/api/admin/id-tags/{id_tag}", operation_id = "getIdTag", tag = "admin", security(("bearer" = [])),
+    params(("id_tag" = String, Path, description = "The idTag, compared case-insensitively")),
+    responses(
+        (status = 200, description = "One idTag", body = Data<doc::IdTag>),
+        (status = 404, description = "No such idTag", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 async fn get_id_tag(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -418,6 +564,16 @@ async fn get_id_tag(
     Ok(ok(id_tag_json(&t)))
 }
 
+#[utoipa::path(put, path = "/api/admin/id-tags/{id_tag}", operation_id = "putIdTag", tag = "admin", security(("bearer" = [])),
+    params(("id_tag" = String, Path, description = "The idTag (OCPP CiString20), stored and sent as entered")),
+    request_body(content = doc::PutIdTag, example = json!({"userId": "u-42", "status": "Accepted", "expiryDate": "2027-01-01T00:00:00Z"})),
+    responses(
+        (status = 200, description = "The idTag as stored", body = Data<doc::IdTag>),
+        (status = 400, description = "Invalid tag, status or expiry", body = doc::ErrorBody),
+        (status = 404, description = "No such user", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 async fn put_id_tag(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -474,6 +630,12 @@ async fn put_id_tag(
 /// How much is stored: distinct readings, sampled values, logged frames.
 /// Queued writes (the message log lags behind the answers) are committed
 /// first, so a frame counted missing here was dropped, not merely late.
+#[utoipa::path(get, path = "/api/admin/ingest", operation_id = "getIngestCounts", tag = "admin", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "How much is stored, after queued writes are committed", body = Data<crate::store::IngestCounts>),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 async fn ingest(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Value>> {
     state.store.flush().await?;
     let counts = state.store.ingest_counts().await?;

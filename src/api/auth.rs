@@ -350,6 +350,7 @@ pub mod routes {
 
     use crate::api::error::{ok, ApiError, ApiResult};
     use crate::api::extract::{AuthUser, Body};
+    use crate::api::openapi::{self as doc, Data};
     use crate::state::AppState;
     use crate::store::UserRecord;
     use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -426,6 +427,18 @@ pub mod routes {
         .unwrap_or(false)
     }
 
+    #[derive(utoipa::OpenApi)]
+    #[openapi(paths(register, login, me))]
+    pub(crate) struct Doc;
+
+    #[utoipa::path(post, path = "/api/auth/register", operation_id = "register", tag = "auth",
+        request_body(content = doc::Register, example = json!({"email": "ada@example.com", "password": "correct-horse-9", "name": "Ada"})),
+        responses(
+            (status = 201, description = "Registered as a driver, with a token", body = Data<doc::TokenAndUser>),
+            (status = 400, description = "Invalid email, a password under 8 characters, a missing name", body = doc::ErrorBody),
+            (status = 409, description = "`EMAIL_TAKEN`", body = doc::ErrorBody),
+            (status = 503, description = "`BUSY`: too many passwords being hashed at once; retry", body = doc::ErrorBody),
+        ))]
     async fn register(
         State(state): State<AppState>,
         Body(body): Body,
@@ -488,6 +501,14 @@ pub mod routes {
         ))
     }
 
+    #[utoipa::path(post, path = "/api/auth/login", operation_id = "login", tag = "auth",
+        request_body = doc::Login,
+        responses(
+            (status = 200, description = "A token", body = Data<doc::TokenAndUser>),
+            (status = 401, description = "`INVALID_CREDENTIALS`", body = doc::ErrorBody),
+            (status = 429, description = "`TOO_MANY_ATTEMPTS`: 5 failures for the account or 30 from the address within 15 minutes; see `Retry-After`", body = doc::ErrorBody),
+            (status = 503, description = "`BUSY`: too many passwords being hashed at once; retry", body = doc::ErrorBody),
+        ))]
     async fn login(
         State(state): State<AppState>,
         ConnectInfo(remote): ConnectInfo<std::net::SocketAddr>,
@@ -527,6 +548,11 @@ pub mod routes {
         Ok(ok(json!({ "token": token, "user": user_json(&user) })))
     }
 
+    #[utoipa::path(get, path = "/api/auth/me", operation_id = "getMe", tag = "auth", security(("bearer" = [])),
+        responses(
+            (status = 200, description = "The token's user", body = Data<doc::Me>),
+            (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        ))]
     async fn me(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Value>> {
         let stored = state.store.user(&user.id).await?;
         Ok(ok(match stored {

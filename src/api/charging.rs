@@ -3,6 +3,7 @@
 
 use super::error::{ok, ApiError, ApiResult};
 use super::extract::{AuthUser, Body, Query};
+use super::openapi::{self as doc, ActiveSession, Dashboard, Data, Paged, Session, Stats};
 use crate::engine::service::StartRequest;
 use crate::engine::view::{session_json, stats_json, Period};
 use crate::state::AppState;
@@ -26,6 +27,18 @@ pub fn router() -> Router<AppState> {
         .route("/api/charging/dashboard", get(dashboard))
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(start, update_active, end, cancel, active, list, one, stats, dashboard))]
+pub(crate) struct Doc;
+
+#[utoipa::path(post, path = "/api/charging/sessions/start", operation_id = "startSession", tag = "driver", security(("bearer" = [])),
+    request_body(content = doc::StartSession, example = json!({"stationId": "evliter-lagos-victoria-island", "connectorId": "connector-1", "batteryLevelStart": 45})),
+    responses(
+        (status = 201, description = "Started; at an online OCPP charger after it accepted RemoteStartTransaction", body = Data<Session>),
+        (status = 400, description = "Invalid input, or `ACTIVE_SESSION_EXISTS`: the driver already has an active session", body = doc::ErrorBody),
+        (status = 409, description = "The connector is busy, or the charger is offline or refused", body = doc::ErrorBody),
+        (status = 504, description = "The charger did not answer in time", body = doc::ErrorBody),
+    ))]
 async fn start(
     State(state): State<AppState>,
     user: AuthUser,
@@ -43,6 +56,19 @@ async fn start(
     Ok((StatusCode::CREATED, ok(session_json(&session, Utc::now()))))
 }
 
+#[utoipa::path(put, path = "/api/charging/sessions/active/update", operation_id = "updateActiveSession", tag = "driver", security(("bearer" = [])),
+    request_body = doc::UpdateActive,
+    responses(
+        (status = 200, description = "The session with duration, average power and cost recomputed \
+            (4.2 kWh at 165 NGN/kWh: 693 NGN)", body = Data<Session>,
+         example = json!({"success": true, "data": {"id": "0b6f3c2e-3f0e-4a53-a2a4-7a1c0b4f5d21", "userId": "u-1",
+            "stationId": "evliter-lagos-victoria-island", "stationName": "EVLiter Victoria Island Hub",
+            "connectorId": "connector-1", "startTime": "2024-01-15T10:00:00.000Z", "endTime": null, "duration": 15,
+            "energyDelivered": 4.2, "totalCost": 693, "currency": "NGN", "pricePerKWh": 165, "averagePower": 16.8,
+            "batteryLevel": 52, "batteryLevelStart": 45, "status": "active", "stationRating": null, "source": "app",
+            "chargerId": null, "transactionId": null, "endReason": null}})),
+        (status = 400, description = "Invalid input, or `NO_ACTIVE_SESSION`", body = doc::ErrorBody),
+    ))]
 async fn update_active(
     State(state): State<AppState>,
     user: AuthUser,
@@ -57,6 +83,21 @@ async fn update_active(
     Ok(ok(session_json(&session, Utc::now())))
 }
 
+#[utoipa::path(post, path = "/api/charging/sessions/end", operation_id = "endSession", tag = "driver", security(("bearer" = [])),
+    request_body(content = doc::EndSession, example = json!({"sessionId": "0b6f3c2e-3f0e-4a53-a2a4-7a1c0b4f5d21", "batteryLevelEnd": 80, "stationRating": 5})),
+    responses(
+        (status = 200, description = "Completed. With no energy reported, energy is estimated from the battery rise \
+            (45% to 80% of 60 kWh: 21 kWh, 3465 NGN at 165 NGN/kWh)", body = Data<Session>,
+         example = json!({"success": true, "data": {"id": "0b6f3c2e-3f0e-4a53-a2a4-7a1c0b4f5d21", "userId": "u-1",
+            "stationId": "evliter-lagos-victoria-island", "stationName": "EVLiter Victoria Island Hub",
+            "connectorId": "connector-1", "startTime": "2024-01-15T10:00:00.000Z", "endTime": "2024-01-15T11:15:00.000Z",
+            "duration": 75, "energyDelivered": 21, "totalCost": 3465, "currency": "NGN", "pricePerKWh": 165,
+            "averagePower": 16.8, "batteryLevel": 80, "batteryLevelStart": 45, "status": "completed",
+            "stationRating": 5, "source": "app", "chargerId": null, "transactionId": null, "endReason": "app"}})),
+        (status = 202, description = "The charger was told to stop and its StopTransaction has not arrived yet", body = Data<Session>),
+        (status = 400, description = "Invalid input, unknown or not active session", body = doc::ErrorBody),
+        (status = 403, description = "Another user's session", body = doc::ErrorBody),
+    ))]
 async fn end(
     State(state): State<AppState>,
     user: AuthUser,
@@ -78,6 +119,13 @@ async fn end(
     Ok((status, ok(session_json(&session, Utc::now()))))
 }
 
+#[utoipa::path(post, path = "/api/charging/sessions/cancel", operation_id = "cancelSession", tag = "driver", security(("bearer" = [])),
+    request_body = doc::SessionRef,
+    responses(
+        (status = 200, description = "Cancelled, nothing billed", body = Data<Session>),
+        (status = 400, description = "Unknown or not active session", body = doc::ErrorBody),
+        (status = 403, description = "Another user's session", body = doc::ErrorBody),
+    ))]
 async fn cancel(
     State(state): State<AppState>,
     user: AuthUser,
@@ -88,6 +136,8 @@ async fn cancel(
     Ok(ok(session_json(&session, Utc::now())))
 }
 
+#[utoipa::path(get, path = "/api/charging/sessions/active", operation_id = "getActiveSession", tag = "driver", security(("bearer" = [])),
+    responses((status = 200, description = "The driver's active session, or null", body = ActiveSession)))]
 async fn active(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Value>> {
     let session = state.store.active_session(&user.id).await?;
     Ok(Json(
@@ -95,6 +145,13 @@ async fn active(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json
     ))
 }
 
+#[utoipa::path(get, path = "/api/charging/sessions/{id}", operation_id = "getSession", tag = "driver", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Session id")),
+    responses(
+        (status = 200, description = "One session", body = Data<Session>),
+        (status = 403, description = "Another user's session", body = doc::ErrorBody),
+        (status = 404, description = "No such session", body = doc::ErrorBody),
+    ))]
 async fn one(
     State(state): State<AppState>,
     user: AuthUser,
@@ -113,6 +170,16 @@ async fn one(
     Ok(ok(session_json(&session, Utc::now())))
 }
 
+#[utoipa::path(get, path = "/api/charging/sessions", operation_id = "listSessions", tag = "driver", security(("bearer" = [])),
+    params(
+        ("filter" = Option<String>, Query, description = "`recent` (started in the last 7 days), `this-month` (the current UTC month) or `all-time` (default)"),
+        ("limit" = Option<i64>, Query, description = "Default 50, at most 100 (larger is clamped)"),
+        ("offset" = Option<i64>, Query, description = "Default 0"),
+    ),
+    responses(
+        (status = 200, description = "The driver's sessions, newest first", body = Paged<Session>),
+        (status = 400, description = "An unknown filter or a malformed number", body = doc::ErrorBody),
+    ))]
 async fn list(
     State(state): State<AppState>,
     user: AuthUser,
@@ -138,11 +205,15 @@ async fn list(
     Ok(super::error::paged(&items, sessions.total, page))
 }
 
+#[utoipa::path(get, path = "/api/charging/stats", operation_id = "getStats", tag = "driver", security(("bearer" = [])),
+    responses((status = 200, description = "Statistics over completed sessions; months ascending", body = Data<Stats>)))]
 async fn stats(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Value>> {
     let sessions = state.store.user_sessions(&user.id).await?;
     Ok(ok(stats_json(&sessions, Utc::now())))
 }
 
+#[utoipa::path(get, path = "/api/charging/dashboard", operation_id = "getDashboard", tag = "driver", security(("bearer" = [])),
+    responses((status = 200, description = "The five newest sessions, statistics and the active session", body = Dashboard)))]
 async fn dashboard(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Value>> {
     let sessions = state.store.user_sessions(&user.id).await?;
     let now = Utc::now();

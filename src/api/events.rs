@@ -26,6 +26,10 @@ pub fn router() -> Router<AppState> {
         .route("/api/admin/events", get(admin_events))
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(driver_events, admin_events))]
+pub(crate) struct Doc;
+
 fn sse(event: &Event) -> SseEvent {
     SseEvent::default()
         .event(event.name)
@@ -73,6 +77,15 @@ fn keep_alive() -> KeepAlive {
 /// as it stands, or null), then `session.started`, `session.updated` (energy,
 /// power, cost, battery), `session.completed` and `session.cancelled`, and
 /// their payment links (`payment.link_created`, `payment.paid`).
+#[utoipa::path(get, path = "/api/charging/sessions/active/events", operation_id = "streamSessionEvents", tag = "events", security(("bearer" = [])),
+    responses(
+        (status = 200, content_type = "text/event-stream", body = String,
+         description = "Server-Sent Events, each `data` a JSON object: `session.current` first (the active \
+            session or null), then `session.started`, `session.updated`, `session.completed`, `session.cancelled` \
+            (data: a Session), `payment.link_created`, `payment.paid` (data: a PaymentLink), and `lagged` \
+            (`{missed}`) when the listener fell behind. Sent after the change is committed. A comment every 15 s keeps the stream open."),
+        (status = 401, description = "No token, or an invalid or expired one", body = crate::api::openapi::ErrorBody),
+    ))]
 async fn driver_events(State(state): State<AppState>, user: AuthUser) -> ApiResult<Response> {
     // Subscribe before reading the current session, so no change falls
     // between the two.
@@ -93,6 +106,16 @@ async fn driver_events(State(state): State<AppState>, user: AuthUser) -> ApiResu
 
 /// Everything, for operators: chargers connecting and disconnecting,
 /// connector status, sessions, anomalies, payments.
+#[utoipa::path(get, path = "/api/admin/events", operation_id = "streamAdminEvents", tag = "events", security(("bearer" = [])),
+    responses(
+        (status = 200, content_type = "text/event-stream", body = String,
+         description = "Server-Sent Events for operators: `charger.connected`, `charger.disconnected`, \
+            `connector.status` (`{chargerId, connectorId, status, errorCode, info, timestamp}`), the session events \
+            (data: a Session), `anomaly` (`{chargerId, transactionId, kind, detail, occurredAt}`), \
+            `payment.link_created`, `payment.paid`, and `lagged`."),
+        (status = 401, description = "No token, or an invalid or expired one", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "Not an admin", body = crate::api::openapi::ErrorBody),
+    ))]
 async fn admin_events(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Response> {
     let stream = forward(&state, |_| true);
     Ok(Sse::new(stream).keep_alive(keep_alive()).into_response())

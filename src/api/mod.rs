@@ -7,6 +7,7 @@ pub mod charging;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod openapi;
 pub mod payments;
 
 use crate::state::AppState;
@@ -26,13 +27,24 @@ pub fn router() -> Router<AppState> {
         .merge(admin::router())
         .merge(events::router())
         .merge(payments::router())
+        .merge(openapi::router())
         .fallback(not_found)
 }
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(health, ready, metrics))]
+pub(crate) struct Doc;
 
 async fn not_found() -> error::ApiError {
     error::ApiError::not_found("No such endpoint")
 }
 
+#[utoipa::path(get, path = "/health", operation_id = "health", tag = "operating",
+    responses(
+        (status = 200, description = "The database answers and takes writes", body = openapi::Probe,
+         example = json!({"status": "ok"})),
+        (status = 503, description = "The database is unreachable or refuses writes", body = openapi::Probe),
+    ))]
 /// Liveness: 200 once the database answers and the writer is committing;
 /// 503 with the reason, within a second, when the database cannot be reached
 /// or refuses writes (a full disk, a read-only file).
@@ -40,6 +52,12 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     probe(&state, "health check").await
 }
 
+#[utoipa::path(get, path = "/ready", operation_id = "ready", tag = "operating",
+    responses(
+        (status = 200, description = "Ready for chargers and requests", body = openapi::Probe),
+        (status = 503, description = "Shutting down, or the database is unreachable or refuses writes", body = openapi::Probe,
+         example = json!({"status": "unavailable", "reason": "the server is shutting down"})),
+    ))]
 /// Readiness, for load balancers: what `/health` checks, and 503 from the
 /// moment the server starts shutting down, so no new charger or request is
 /// sent to a node that is leaving.
@@ -53,6 +71,9 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     probe(&state, "readiness check").await
 }
 
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operating",
+    responses((status = 200, description = "Prometheus metrics, OpenMetrics text exposition",
+               content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]
 /// Prometheus metrics (OpenMetrics text). Unauthenticated, like `/health`:
 /// expose the port to the scraper, not to the internet, or put it behind
 /// the proxy's own access rules.

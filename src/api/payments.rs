@@ -4,6 +4,7 @@
 
 use super::error::{ok, ApiError, ApiResult};
 use super::extract::{AdminUser, AuthUser, Body};
+use super::openapi::{self as doc, Data};
 use crate::engine::money::{major_json, parse_amount_minor, parse_currency};
 use crate::engine::view::session_json;
 use crate::payments::service::{
@@ -35,6 +36,24 @@ pub fn router() -> Router<AppState> {
         .route("/api/admin/users/{id}/wallet/credit", post(credit))
         .route("/pay/{id}", get(pay_page).post(pay))
 }
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    start,
+    stop,
+    one_check,
+    checks,
+    sessions,
+    wallet,
+    one_link,
+    recreate,
+    pay_link,
+    stripe_webhook,
+    credit,
+    pay_page,
+    pay
+))]
+pub(crate) struct Doc;
 
 impl From<PaymentError> for ApiError {
     fn from(e: PaymentError) -> Self {
@@ -101,6 +120,18 @@ async fn charger_can_start(state: &AppState, charger_id: &str) -> ApiResult<()> 
     Ok(())
 }
 
+#[utoipa::path(post, path = "/api/v1/session/start", operation_id = "startPaidSession", tag = "payments", security(("bearer" = [])),
+    request_body(content = doc::PaidStartRequest, example = json!({"userId": "u-1", "chargerId": "CP001", "walletAddress": "ledger",
+        "chain": "ledger", "expectedMaxCost": 5000, "connectorId": 1})),
+    responses(
+        (status = 201, description = "The balance sufficed and the charger was told to start", body = Data<doc::PaidStart>),
+        (status = 400, description = "Invalid input (a wrong EIP-55 checksum, a cost out of bounds)", body = doc::ErrorBody),
+        (status = 402, description = "`INSUFFICIENT_BALANCE` or `BALANCE_CHECK_FAILED`: the check is recorded, no session", body = doc::BalanceRefusal),
+        (status = 403, description = "`userId` is not the token's user", body = doc::ErrorBody),
+        (status = 404, description = "`CHARGER_NOT_FOUND`", body = doc::ErrorBody),
+        (status = 409, description = "The charger is offline or refused (the session is cancelled), or the connector is busy", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+    ))]
 async fn start(State(state): State<AppState>, user: AuthUser, Body(body): Body) -> Response {
     let result = async {
         let user_id = body.string("userId")?;
@@ -156,6 +187,15 @@ async fn start(State(state): State<AppState>, user: AuthUser, Body(body): Body) 
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/session/stop", operation_id = "stopPaidSession", tag = "payments", security(("bearer" = [])),
+    request_body = doc::PaidStopRequest,
+    responses(
+        (status = 200, description = "Stopped, with a payment link for the engine's final cost", body = Data<doc::PaidStop>),
+        (status = 202, description = "`status: stopping`: the charger's StopTransaction has not arrived yet; the link is made when it does", body = Data<doc::PaidStop>),
+        (status = 400, description = "Invalid input, unknown or not active session", body = doc::ErrorBody),
+        (status = 403, description = "Not the owner", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+    ))]
 async fn stop(State(state): State<AppState>, user: AuthUser, Body(body): Body) -> Response {
     let parsed = async {
         let user_id = body.string("userId")?;
@@ -218,6 +258,13 @@ async fn stop(State(state): State<AppState>, user: AuthUser, Body(body): Body) -
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/user/{user_id}/balance-checks", operation_id = "listBalanceChecks", tag = "payments", security(("bearer" = [])),
+    params(("user_id" = String, Path, description = "The token's user (an admin may ask for anyone)")),
+    responses(
+        (status = 200, description = "The user's balance checks, newest first", body = Data<Vec<doc::BalanceCheck>>),
+        (status = 403, description = "Another user's", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+    ))]
 async fn checks(
     State(state): State<AppState>,
     user: AuthUser,
@@ -230,6 +277,14 @@ async fn checks(
     )))
 }
 
+#[utoipa::path(get, path = "/api/v1/user/balance-check/{id}", operation_id = "getBalanceCheck", tag = "payments", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Balance check id")),
+    responses(
+        (status = 200, description = "One balance check", body = Data<doc::BalanceCheck>),
+        (status = 403, description = "Another user's", body = doc::ErrorBody),
+        (status = 404, description = "No such check", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+    ))]
 async fn one_check(
     State(state): State<AppState>,
     user: AuthUser,
@@ -245,6 +300,13 @@ async fn one_check(
 }
 
 /// A driver's sessions, each with its payment links.
+#[utoipa::path(get, path = "/api/v1/user/{user_id}/sessions", operation_id = "listPaidSessions", tag = "payments", security(("bearer" = [])),
+    params(("user_id" = String, Path, description = "The token's user (an admin may ask for anyone)")),
+    responses(
+        (status = 200, description = "The user's sessions, each with its payment links", body = Data<Vec<doc::SessionWithLinks>>),
+        (status = 403, description = "Another user's", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+    ))]
 async fn sessions(
     State(state): State<AppState>,
     user: AuthUser,
@@ -265,6 +327,13 @@ async fn sessions(
     Ok(ok(Value::Array(out)))
 }
 
+#[utoipa::path(get, path = "/api/v1/user/{user_id}/wallet", operation_id = "getWallet", tag = "payments", security(("bearer" = [])),
+    params(("user_id" = String, Path, description = "The token's user (an admin may ask for anyone)")),
+    responses(
+        (status = 200, description = "The user's prepaid wallets: available and held balances per currency", body = Data<Vec<doc::WalletBalance>>),
+        (status = 403, description = "Another user's", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+    ))]
 async fn wallet(
     State(state): State<AppState>,
     user: AuthUser,
@@ -286,6 +355,14 @@ async fn wallet(
     Ok(ok(Value::Array(wallets)))
 }
 
+#[utoipa::path(get, path = "/api/v1/payment-links/{id}", operation_id = "getPaymentLink", tag = "payments", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Payment link id")),
+    responses(
+        (status = 200, description = "One payment link", body = Data<doc::PaymentLink>),
+        (status = 403, description = "Another user's", body = doc::ErrorBody),
+        (status = 404, description = "No such link", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+    ))]
 async fn one_link(
     State(state): State<AppState>,
     user: AuthUser,
@@ -300,6 +377,15 @@ async fn one_link(
     Ok(ok(link_json(&link)))
 }
 
+#[utoipa::path(post, path = "/api/v1/payment-links/{id}/recreate", operation_id = "recreatePaymentLink", tag = "payments", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Payment link id")),
+    responses(
+        (status = 201, description = "The old link expired and a new one made (a session never has two unexpired unpaid links)", body = Data<doc::RecreatedLink>),
+        (status = 403, description = "Another user's", body = doc::ErrorBody),
+        (status = 404, description = "No such link", body = doc::ErrorBody),
+        (status = 409, description = "`PAYMENT_CONFLICT`: already paid", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+    ))]
 async fn recreate(
     State(state): State<AppState>,
     user: AuthUser,
@@ -324,6 +410,16 @@ async fn recreate(
 /// button does: the link, paid; 402 `INSUFFICIENT_FUNDS` when the wallet
 /// cannot cover it (nothing taken, the link stays payable); 409 when the link
 /// is not payable (paid, expired, a Stripe link).
+#[utoipa::path(post, path = "/api/v1/payment-links/{id}/pay", operation_id = "payPaymentLink", tag = "payments", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Payment link id")),
+    responses(
+        (status = 200, description = "Paid from the owner's prepaid wallet", body = Data<doc::PaymentLink>),
+        (status = 402, description = "`INSUFFICIENT_FUNDS`: nothing taken, the link stays payable", body = doc::ErrorBody),
+        (status = 403, description = "Another user's", body = doc::ErrorBody),
+        (status = 404, description = "No such link", body = doc::ErrorBody),
+        (status = 409, description = "Not payable: paid, expired, or a Stripe link", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+    ))]
 async fn pay_link(
     State(state): State<AppState>,
     user: AuthUser,
@@ -344,6 +440,13 @@ async fn pay_link(
 }
 
 /// Stripe's webhook: the raw body is what the signature covers.
+#[utoipa::path(post, path = "/api/v1/webhooks/stripe", operation_id = "stripeWebhook", tag = "payments",
+    params(("Stripe-Signature" = String, Header, description = "Stripe's signature over the raw body")),
+    request_body(content = Object, description = "A Stripe event (checkout.session.completed / expired)"),
+    responses(
+        (status = 200, description = "Handled (or handled before)", body = doc::StripeAck),
+        (status = 400, description = "`MISSING_SIGNATURE` or `INVALID_WEBHOOK`", body = doc::ErrorBody),
+    ))]
 async fn stripe_webhook(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -369,6 +472,15 @@ async fn stripe_webhook(
     }
 }
 
+#[utoipa::path(post, path = "/api/admin/users/{id}/wallet/credit", operation_id = "creditWallet", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "User id")),
+    request_body(content = doc::Credit, example = json!({"amount": 10000, "currency": "NGN"})),
+    responses(
+        (status = 200, description = "Credited; the wallet's new balance", body = Data<doc::Credited>),
+        (status = 400, description = "Invalid amount, currency or wallet", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 async fn credit(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -432,6 +544,12 @@ fn escape(text: &str) -> String {
 /// The server's own pay page: the session and the amount, and a button that
 /// settles it from the driver's prepaid wallet. The link id, unguessable and
 /// short-lived, is the capability, as with any payment link.
+#[utoipa::path(get, path = "/pay/{id}", operation_id = "payPage", tag = "pages",
+    params(("id" = String, Path, description = "Payment link id: the unguessable id is the capability")),
+    responses(
+        (status = 200, description = "The pay page: the session, the amount and a button to pay from the prepaid wallet", content_type = "text/html", body = String),
+        (status = 404, description = "No such link (an HTML page)", content_type = "text/html", body = String),
+    ))]
 async fn pay_page(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     render(&state, &id, None).await
 }
@@ -439,6 +557,14 @@ async fn pay_page(State(state): State<AppState>, Path(id): Path<String>) -> Resp
 /// The page's button. A payment not made answers the page with its notice
 /// and the API's status for the reason (402 the wallet cannot cover it, 409
 /// the link is not payable).
+#[utoipa::path(post, path = "/pay/{id}", operation_id = "payFromPage", tag = "pages",
+    params(("id" = String, Path, description = "Payment link id")),
+    responses(
+        (status = 200, description = "Paid: the page with a notice", content_type = "text/html", body = String),
+        (status = 402, description = "The wallet cannot cover it: the page with the reason", content_type = "text/html", body = String),
+        (status = 404, description = "No such link (an HTML page)", content_type = "text/html", body = String),
+        (status = 409, description = "Not payable: the page with the reason", content_type = "text/html", body = String),
+    ))]
 async fn pay(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     let (status, notice) = match state.payments.pay_from_wallet(&id).await {
         Ok(_) => (StatusCode::OK, "Payment received. Thank you!".to_owned()),

@@ -72,8 +72,25 @@ async fn refuse_failed(
         .into_response()
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(upgrade, upgrade_without_identity))]
+pub(crate) struct Doc;
+
 /// The OCPP endpoint: a charger's WebSocket handshake, accepted (101) or
 /// refused; refusals are counted by reason for `/metrics`.
+#[utoipa::path(get, path = "/ocpp/{chargerId}", operation_id = "connectCharger", tag = "ocpp",
+    description = "A charger's OCPP 1.6J WebSocket (subprotocol `ocpp1.6`). Security profile 1/2: \
+        HTTP Basic auth with the charger's identity and password when it has one. See the OCPP section of the README.",
+    params(("chargerId" = String, Path, description = "The charge point identity: the last path segment, percent-decoded, 1 to 48 characters")),
+    responses(
+        (status = 101, description = "Upgraded: the charger speaks OCPP-J"),
+        (status = 400, description = "Bad identity, or only other subprotocols offered"),
+        (status = 401, description = "Wrong or missing Basic auth for a charger with a password"),
+        (status = 404, description = "An unknown charger when unknown chargers are refused"),
+        (status = 426, description = "Not a WebSocket upgrade"),
+        (status = 429, description = "Too many failed handshakes for this identity or address; see `Retry-After`"),
+        (status = 503, description = "Shutting down, or at the connection limit"),
+    ))]
 pub async fn upgrade(
     State(state): State<AppState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
@@ -97,6 +114,19 @@ pub async fn upgrade(
         metrics.handshake_refused(reason);
     }
     response
+}
+
+/// `/ocpp/` with no identity: refused with 400 like any bad identity.
+#[utoipa::path(get, path = "/ocpp/", operation_id = "connectChargerWithoutIdentity", tag = "ocpp",
+    responses((status = 400, description = "No charge point identity in the path")))]
+pub async fn upgrade_without_identity(
+    state: State<AppState>,
+    remote: ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    upgrade(state, remote, uri, headers, ws).await
 }
 
 async fn handshake(

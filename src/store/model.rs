@@ -343,7 +343,7 @@ impl ChargerWrite {
 
 /// How many meterValue entries (one per MeterValues carrying one) and
 /// sampled values are stored, and how many frames the message log holds.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IngestCounts {
     pub meter_value_messages: i64,
@@ -358,8 +358,9 @@ pub const TX_ACTIVE: &str = "active";
 pub const TX_STOPPED: &str = "stopped";
 pub const TX_CLOSED: &str = "closed";
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Transaction)]
 pub struct TransactionRecord {
     pub id: i64,
     pub charger_id: String,
@@ -406,7 +407,7 @@ pub struct StoredSample {
 
 /// Something a charger sent that was answered but is not right: kept for an
 /// operator, never a reason to withhold an answer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Anomaly {
     pub id: i64,
@@ -435,7 +436,7 @@ impl Direction {
 }
 
 /// One OCPP-J frame as it crossed the wire, for the operator's message log.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LoggedMessage {
     pub id: i64,
