@@ -7,7 +7,10 @@ pub mod charging;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod local_lists;
 pub mod payments;
+pub mod profiles;
+pub mod reservations;
 
 use crate::state::AppState;
 use axum::extract::State;
@@ -26,6 +29,9 @@ pub fn router() -> Router<AppState> {
         .merge(admin::router())
         .merge(events::router())
         .merge(payments::router())
+        .merge(reservations::router())
+        .merge(profiles::router())
+        .merge(local_lists::router())
         .fallback(not_found)
 }
 
