@@ -272,7 +272,7 @@ async fn a_reservation_expires_at_its_expiry_date(backend: Backend) {
         let (server, admin) = (&server, &admin);
         async move {
             let r = reservation(server, admin, id).await;
-            (r["status"] == "expired").then(|| Utc::now())
+            (r["status"] == "expired").then(Utc::now)
         }
     })
     .await;

@@ -319,12 +319,9 @@ impl Engine {
     /// A charger that is back: asked its list version; sent the full list
     /// when it is not the one kept, else what changed meanwhile (if any).
     pub async fn reconcile_local_list(&self, charger_id: &str) -> anyhow::Result<()> {
-        if !self
-            .store
-            .local_list(charger_id)
-            .await?
-            .is_some_and(|l| l.enabled == 1)
-        {
+        // Most chargers have no list kept: one read, and no lock taken.
+        let kept = self.store.local_list(charger_id).await?;
+        if kept.is_none_or(|l| l.enabled != 1) {
             return Ok(());
         }
         let lock = self.list_lock(charger_id);
