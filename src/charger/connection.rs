@@ -162,7 +162,10 @@ impl Connection {
                 }
                 _ = sleep_until_opt(self.sync_due) => {
                     self.sync_due = None;
-                    self.bring_up_to_date();
+                    // Unless a BootNotification meanwhile left it Pending.
+                    if self.context.registration == Some(RegistrationStatus::Accepted) {
+                        self.bring_up_to_date();
+                    }
                 }
                 _ = ping.tick() => {
                     if self.last_heard.elapsed() > ping_every * 2 {
