@@ -120,7 +120,12 @@ impl Connection {
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let replaced = self.attachment.replaced.clone();
         let exit = loop {
-            let deadline = self.pending.as_ref().map(|p| p.deadline);
+            // One timer for both: the outstanding CALL's deadline and the
+            // reconnect grace (an idle charger's task stays small).
+            let deadline = match (self.pending.as_ref().map(|p| p.deadline), self.sync_due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             tokio::select! {
                 biased;
                 _ = stopping(&mut shutdown) => break Exit::ShuttingDown,
@@ -155,16 +160,17 @@ impl Connection {
                     }
                 }
                 _ = sleep_until_opt(deadline) => {
-                    if let Some(p) = self.pending.take() {
+                    let now = Instant::now();
+                    if let Some(p) = self.pending.take_if(|p| p.deadline <= now) {
                         tracing::warn!(action = %p.action, message_id = %p.message_id, "charger did not answer in time");
                         let _ = p.reply.send(Err(CommandError::Timeout));
                     }
-                }
-                _ = sleep_until_opt(self.sync_due) => {
-                    self.sync_due = None;
-                    // Unless a BootNotification meanwhile left it Pending.
-                    if self.context.registration == Some(RegistrationStatus::Accepted) {
-                        self.bring_up_to_date();
+                    if self.sync_due.is_some_and(|due| due <= now) {
+                        self.sync_due = None;
+                        // Unless a BootNotification meanwhile left it Pending.
+                        if self.context.registration == Some(RegistrationStatus::Accepted) {
+                            self.bring_up_to_date();
+                        }
                     }
                 }
                 _ = ping.tick() => {
