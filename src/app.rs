@@ -127,6 +127,10 @@ impl Application {
                 .sweep_remote_starts(Duration::from_secs(2)),
         );
         let payment_sweeper = tokio::spawn(state.payments.clone().sweep(Duration::from_secs(1)));
+        let reservation_sweeper = tokio::spawn(sweep_reservations(
+            state.engine.clone(),
+            Duration::from_secs(1),
+        ));
         let webhooks = tokio::spawn(crate::webhooks::run(
             state.store.clone(),
             state.config.clone(),
@@ -169,10 +173,23 @@ impl Application {
         let _ = stopper.await;
         sweeper.abort();
         payment_sweeper.abort();
+        reservation_sweeper.abort();
         webhooks.abort();
         state.store.flush().await.context("flushing the store")?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Marks reservations past their expiry `expired`, every `every`. Each round
+/// reads only the due ones, so it is right across restarts.
+async fn sweep_reservations(engine: crate::engine::Engine, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if let Err(e) = engine.expire_reservations(chrono::Utc::now()).await {
+            tracing::warn!("reservation sweep failed: {e:#}");
+        }
     }
 }
 

@@ -623,6 +623,8 @@ async fn put_id_tag(
             .unwrap_or_else(crate::ocpp::time::now_ms),
     };
     state.store.upsert_id_tag(&record).await?;
+    // Server-kept local lists follow the change.
+    state.engine.id_tags_changed();
     let stored = state.store.id_tag(&tag).await?.unwrap_or(record);
     Ok(ok(id_tag_json(&stored)))
 }

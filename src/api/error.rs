@@ -111,6 +111,11 @@ impl From<EngineError> for ApiError {
             EngineError::ChargerBadAnswer(_) => {
                 ApiError::new(S::BAD_GATEWAY, "CHARGER_BAD_ANSWER", message)
             }
+            EngineError::NotFound(_) => ApiError::not_found(message),
+            EngineError::Forbidden(_) => ApiError::forbidden(message),
+            EngineError::Conflict { code, details, .. } => {
+                ApiError::new(S::CONFLICT, code, message).with_details(details)
+            }
             EngineError::Invalid { field, message } => ApiError::invalid(field, message),
             EngineError::Internal(e) => ApiError::internal(e),
         }

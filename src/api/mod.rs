@@ -7,8 +7,11 @@ pub mod charging;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod local_lists;
 pub mod openapi;
 pub mod payments;
+pub mod profiles;
+pub mod reservations;
 
 use crate::state::AppState;
 use axum::extract::State;
@@ -27,6 +30,9 @@ pub fn router() -> Router<AppState> {
         .merge(admin::router())
         .merge(events::router())
         .merge(payments::router())
+        .merge(reservations::router())
+        .merge(profiles::router())
+        .merge(local_lists::router())
         .merge(openapi::router())
         .fallback(not_found)
 }

@@ -50,7 +50,16 @@ struct Connection {
     pending: Option<Pending>,
     last_heard: Instant,
     next_message_id: u64,
+    /// When a charger that reconnected already accepted, without booting,
+    /// is brought up to date (see [`RECONNECT_SYNC_GRACE`]).
+    sync_due: Option<Instant>,
 }
+
+/// How long a charger that reconnects already accepted has to send its
+/// BootNotification before it is sent its charging profiles and local list
+/// anyway: a charger that rebooted boots first, and is brought up to date
+/// once that answer is out; one that only lost its connection may not boot.
+const RECONNECT_SYNC_GRACE: Duration = Duration::from_secs(2);
 
 enum Exit {
     Closed,
@@ -72,6 +81,8 @@ impl Connection {
                 None
             }
         };
+        let sync_due = (registration == Some(RegistrationStatus::Accepted))
+            .then(|| Instant::now() + RECONNECT_SYNC_GRACE);
         let context = ChargerContext::new(charger_id, state.clone(), registration);
         Connection {
             socket,
@@ -81,6 +92,7 @@ impl Connection {
             pending: None,
             last_heard: Instant::now(),
             next_message_id: 1,
+            sync_due,
         }
     }
 
@@ -108,7 +120,12 @@ impl Connection {
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let replaced = self.attachment.replaced.clone();
         let exit = loop {
-            let deadline = self.pending.as_ref().map(|p| p.deadline);
+            // One timer for both: the outstanding CALL's deadline and the
+            // reconnect grace (an idle charger's task stays small).
+            let deadline = match (self.pending.as_ref().map(|p| p.deadline), self.sync_due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             tokio::select! {
                 biased;
                 _ = stopping(&mut shutdown) => break Exit::ShuttingDown,
@@ -143,9 +160,17 @@ impl Connection {
                     }
                 }
                 _ = sleep_until_opt(deadline) => {
-                    if let Some(p) = self.pending.take() {
+                    let now = Instant::now();
+                    if let Some(p) = self.pending.take_if(|p| p.deadline <= now) {
                         tracing::warn!(action = %p.action, message_id = %p.message_id, "charger did not answer in time");
                         let _ = p.reply.send(Err(CommandError::Timeout));
+                    }
+                    if self.sync_due.is_some_and(|due| due <= now) {
+                        self.sync_due = None;
+                        // Unless a BootNotification meanwhile left it Pending.
+                        if self.context.registration == Some(RegistrationStatus::Accepted) {
+                            self.bring_up_to_date();
+                        }
                     }
                 }
                 _ = ping.tick() => {
@@ -283,7 +308,15 @@ impl Connection {
                     &out,
                 )
                 .await;
-                self.send_text(out).await
+                let sent = self.send_text(out).await;
+                if call.action == "BootNotification"
+                    && answer.as_ref().is_ok_and(|a| a["status"] == "Accepted")
+                {
+                    // After the answer is out: the charger (re)booted.
+                    self.sync_due = None;
+                    self.bring_up_to_date();
+                }
+                sent
             }
             Ok(Frame::CallResult { id, payload }) => {
                 let action = self.answered_action(&id).map(str::to_owned);
@@ -356,6 +389,19 @@ impl Connection {
             return Err(CallError::internal());
         }
         Ok(payload)
+    }
+
+    /// Sends the charger what the server keeps for it (charging profiles,
+    /// its local list) from a task of its own: its CALLs go through this
+    /// connection's outgoing queue, one at a time and in order, while this
+    /// task goes on reading the charger's messages.
+    fn bring_up_to_date(&self) {
+        tokio::spawn(
+            self.state
+                .engine
+                .clone()
+                .charger_ready(self.attachment.charger_id.clone()),
+        );
     }
 
     /// The action of our outstanding CALL an answer with `id` belongs to.

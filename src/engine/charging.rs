@@ -283,10 +283,33 @@ pub fn decide_start(tx: &NewTransaction, facts: &StartFacts) -> StartPlan {
             }
         }
     };
+    // A reservation the start names is used by it, in the same commit, when
+    // it is this charger's, live, for this connector and this idTag.
+    let use_reservation = match tx.reservation_id {
+        None => None,
+        Some(id) => {
+            match super::reservations::why_not_used(tx, facts.reservation.as_ref(), &id_tag_status)
+            {
+                None => Some(id),
+                Some(reason) => {
+                    found.add(
+                        None,
+                        (
+                            "reservation_not_used",
+                            json!({"reservationId": id, "reason": reason, "idTag": tx.id_tag,
+                                   "connectorId": tx.connector_id}),
+                        ),
+                    );
+                    None
+                }
+            }
+        }
+    };
     StartPlan {
         id_tag_status,
         close: close_list,
         session,
+        use_reservation,
         anomalies: found.list,
     }
 }

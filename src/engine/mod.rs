@@ -14,12 +14,20 @@
 //! [`service`] holds the REST-side operations: starting (with
 //! RemoteStartTransaction when the station is a connected charger), updating,
 //! ending (with RemoteStopTransaction), cancelling, and reading.
+//!
+//! What the server sets on chargers and keeps itself is decided here too:
+//! [`reservations`] (ReserveNow, CancelReservation, expiry), [`profiles`]
+//! (charging profiles, re-sent when a charger comes back) and
+//! [`local_list`] (local authorization lists following the idTags).
 
 pub mod calc;
 pub mod charging;
 pub mod events;
+pub mod local_list;
 pub mod meter;
 pub mod money;
+pub mod profiles;
+pub mod reservations;
 pub mod service;
 pub mod view;
 

@@ -33,6 +33,18 @@ pub enum EngineError {
     ChargerTimeout,
     #[error("Charger answered badly: {0}")]
     ChargerBadAnswer(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Forbidden(String),
+    /// A conflict with the state kept (a connector reserved, a reservation
+    /// no longer live), or a charger's refusal with what it answered.
+    #[error("{message}")]
+    Conflict {
+        code: &'static str,
+        message: String,
+        details: serde_json::Value,
+    },
     #[error("{message}")]
     Invalid {
         field: &'static str,
@@ -43,7 +55,7 @@ pub enum EngineError {
 }
 
 impl EngineError {
-    fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn invalid(field: &'static str, message: impl Into<String>) -> Self {
         EngineError::Invalid {
             field,
             message: message.into(),
@@ -69,9 +81,12 @@ pub struct StartRequest {
 #[derive(Clone)]
 pub struct Engine {
     pub(super) store: SharedStore,
-    registry: Registry,
-    config: Arc<Config>,
+    pub(super) registry: Registry,
+    pub(super) config: Arc<Config>,
     pub(super) events: super::events::Events,
+    /// One lock per charger whose local list the server manages: its
+    /// updates are computed and sent one at a time.
+    pub(super) list_locks: super::local_list::Locks,
 }
 
 /// The OCPP connector number in an app's connector name (`connector-2`, `2`).
@@ -98,7 +113,7 @@ fn check_percent(field: &'static str, value: f64) -> Result<f64, EngineError> {
     }
 }
 
-fn command_error(e: CommandError, charger_id: &str, what: &'static str) -> EngineError {
+pub(super) fn command_error(e: CommandError, charger_id: &str, what: &'static str) -> EngineError {
     match e {
         CommandError::Offline | CommandError::ConnectionLost => {
             EngineError::ChargerOffline(charger_id.to_owned())
@@ -119,6 +134,7 @@ impl Engine {
             registry,
             config,
             events: Default::default(),
+            list_locks: Default::default(),
         }
     }
 
@@ -285,7 +301,7 @@ impl Engine {
 
     /// The idTag a remote start uses for this driver: an Accepted one of
     /// theirs, or one made for them (an app driver may never have had a card).
-    async fn id_tag_for(&self, user_id: &str) -> Result<String, EngineError> {
+    pub(super) async fn id_tag_for(&self, user_id: &str) -> Result<String, EngineError> {
         let tags = self.store.id_tags_of_user(user_id).await?;
         let now = Utc::now();
         if let Some(tag) = tags
@@ -308,6 +324,8 @@ impl Engine {
                 created_at: now,
             })
             .await?;
+        // A new tag: local lists follow.
+        self.id_tags_changed();
         Ok(tag)
     }
 

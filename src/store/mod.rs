@@ -17,6 +17,7 @@
 //! sessions, people and stations, the message log, payments); `Store` is all
 //! of them. `use crate::store::*` brings every trait into scope.
 
+pub mod managed;
 pub mod model;
 mod payments_sql;
 mod sql;
@@ -27,6 +28,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
+pub use managed::*;
 pub use model::*;
 pub use sql::{PostgresStore, SqliteStore};
 
@@ -340,6 +342,62 @@ pub trait WebhookStore: Send + Sync {
     ) -> Result<()>;
 }
 
+/// Reservations, charging profiles and local authorization lists: the
+/// state the server sets on chargers and keeps itself.
+#[async_trait]
+pub trait ManagedStore: Send + Sync {
+    /// Stores a `pending` reservation and gives it its id (the OCPP
+    /// reservationId); `None` when the connector has a live one already
+    /// (a unique index decides, whatever races).
+    async fn insert_reservation(&self, r: &NewReservation) -> Result<Option<ReservationRecord>>;
+    async fn reservation(&self, id: i64) -> Result<Option<ReservationRecord>>;
+    /// A page of reservations, newest first, filtered by what is given.
+    async fn reservations_page(
+        &self,
+        charger_id: Option<&str>,
+        user_id: Option<&str>,
+        status: Option<&str>,
+        page: Page,
+    ) -> Result<Paged<ReservationRecord>>;
+    /// Moves a live (`pending` or `accepted`) reservation to `status`;
+    /// false when it was no longer live.
+    async fn end_live_reservation(&self, id: i64, status: &str, at: DateTime<Utc>) -> Result<bool>;
+    /// Removes a reservation that never reached its charger.
+    async fn delete_pending_reservation(&self, id: i64) -> Result<bool>;
+    /// Live reservations whose expiry is `now` or earlier (compared in SQL).
+    async fn live_reservations_expired_by(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ReservationRecord>>;
+
+    /// Stores a profile as `pending`, replacing the one of the same charger,
+    /// connector, purpose and stack level (which keeps its id).
+    async fn upsert_charging_profile(
+        &self,
+        p: &NewChargingProfile,
+    ) -> Result<ChargingProfileRecord>;
+    async fn charging_profile(&self, id: i64) -> Result<Option<ChargingProfileRecord>>;
+    /// A charger's profiles, oldest first (the order they are sent in).
+    async fn charging_profiles_of(&self, charger_id: &str) -> Result<Vec<ChargingProfileRecord>>;
+    /// Keeps the charger's answer to `profile` (the JSON sent); false when
+    /// the profile was deleted or replaced meanwhile.
+    async fn set_profile_answer(
+        &self,
+        id: i64,
+        profile: &str,
+        answer: &ProfileAnswer,
+    ) -> Result<bool>;
+    async fn delete_charging_profile(&self, id: i64) -> Result<bool>;
+
+    async fn local_list(&self, charger_id: &str) -> Result<Option<LocalListRecord>>;
+    async fn local_lists_page(&self, page: Page) -> Result<Paged<LocalListRecord>>;
+    async fn enabled_local_lists(&self) -> Result<Vec<LocalListRecord>>;
+    async fn save_local_list(&self, list: &LocalListRecord) -> Result<()>;
+    /// The idTags a local list holds: every tag that belongs to a user, in
+    /// tag order (case-insensitive), at most `limit`.
+    async fn local_list_tags(&self, limit: i64) -> Result<Vec<IdTagRecord>>;
+}
+
 #[async_trait]
 pub trait Store:
     ChargerStore
@@ -349,6 +407,7 @@ pub trait Store:
     + LogStore
     + PaymentStore
     + WebhookStore
+    + ManagedStore
     + 'static
 {
     /// `sqlite` or `postgres`.

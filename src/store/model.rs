@@ -165,6 +165,8 @@ pub struct StartFacts {
     pub owner_active_session: Option<SessionRecord>,
     /// The station (tariff, name) whose id is this charger's.
     pub station: Option<StationRecord>,
+    /// The reservation the StartTransaction names, if it exists.
+    pub reservation: Option<super::ReservationRecord>,
 }
 
 /// The engine's decision on a StartTransaction, which the store carries out.
@@ -178,6 +180,8 @@ pub struct StartPlan {
     /// The session the transaction belongs to; its `transaction_id` is
     /// filled in by the store once the transaction has its id.
     pub session: SessionPlan,
+    /// The reservation the transaction uses: marked `used` in the same commit.
+    pub use_reservation: Option<i64>,
     pub anomalies: Vec<NewAnomaly>,
 }
 

@@ -24,6 +24,8 @@ mod chargers;
 #[macro_use]
 mod log;
 #[macro_use]
+mod managed;
+#[macro_use]
 mod people;
 #[macro_use]
 mod sessions;
@@ -33,6 +35,7 @@ mod transactions;
 mod webhooks;
 mod sqlite_rows;
 
+use super::managed::*;
 use super::model::*;
 use super::writer::{Job, Writer};
 use anyhow::{anyhow, Context, Result};
@@ -658,6 +661,7 @@ macro_rules! sql_store {
         people_sql!($Store, $DB, $Conn);
         log_sql!($Store, $DB, $Conn);
         webhooks_sql!($Store, $DB, $Conn);
+        managed_sql!($Store, $DB, $Conn);
     };
 }
 

@@ -120,6 +120,9 @@ macro_rules! transactions_sql {
                 }
                 let station = sqlx::query("SELECT * FROM stations WHERE id = $1").bind(&tx.charger_id).fetch_optional(&mut *c).await?;
                 facts.station = station.as_ref().map(record).transpose()?;
+                if let Some(id) = tx.reservation_id {
+                    facts.reservation = Self::reservation_in(c, id).await?;
+                }
                 Ok(facts)
             }
 
@@ -171,6 +174,9 @@ macro_rules! transactions_sql {
                 .await?;
                 let transaction: TransactionRecord = record(&row)?;
                 let id = transaction.id;
+                if let Some(reservation) = plan.use_reservation {
+                    Self::use_reservation_in(c, reservation, id, now).await?;
+                }
                 let mut anomalies: Vec<NewAnomaly> = tx
                     .anomalies
                     .iter()
