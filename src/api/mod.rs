@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod charging;
+pub mod console_api;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -26,6 +27,7 @@ pub fn router() -> Router<AppState> {
         .merge(admin::router())
         .merge(events::router())
         .merge(payments::router())
+        .merge(console_api::router())
         .fallback(not_found)
 }
 

@@ -22,6 +22,8 @@
 #[macro_use]
 mod chargers;
 #[macro_use]
+mod console;
+#[macro_use]
 mod log;
 #[macro_use]
 mod people;
@@ -658,6 +660,7 @@ macro_rules! sql_store {
         people_sql!($Store, $DB, $Conn);
         log_sql!($Store, $DB, $Conn);
         webhooks_sql!($Store, $DB, $Conn);
+        console_sql!($Store, $DB, $Conn);
     };
 }
 
