@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod charging;
+pub mod console;
 pub mod console_api;
 pub mod error;
 pub mod events;
@@ -28,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .merge(events::router())
         .merge(payments::router())
         .merge(console_api::router())
+        .merge(console::router())
         .fallback(not_found)
 }
 
