@@ -878,7 +878,7 @@ async function user(main, id) {
       h("section", { class: "panel" }, info),
       h("section", { class: "panel", "aria-labelledby": "wallet-title" }, h("h2", { id: "wallet-title" }, "Wallets"), table(null, ["Wallet", "Kind", "Balance"], wallets), credit)),
     h("section", { class: "panel", "aria-labelledby": "tags-title" }, h("h2", { id: "tags-title" }, "idTags"), tagError,
-      table(null, ["idTag", "User", "Status", "Expires", ""], tags), tagForm("user-tag", id, load)),
+      table(null, ["idTag", "User", "Status", "Expires", "Action"], tags), tagForm("user-tag", id, load)),
     h("section", { class: "panel", "aria-labelledby": "ledger-title" }, h("h2", { id: "ledger-title" }, "Ledger movements"), ledgerBar.bar,
       table(null, ["When", "Kind", "Wallet", "Account", "Amount", "Reference"], ledgerBody)),
     h("section", { class: "panel", "aria-labelledby": "pay-title" }, h("h2", { id: "pay-title" }, "Payment links"), table(null, LINK_HEADERS, links),
@@ -911,7 +911,7 @@ async function idTags(main, _parts, params) {
   });
   fill(main, h("h1", {}, "idTags"),
     h("section", { class: "panel", "aria-labelledby": "new-tag" }, h("h2", { id: "new-tag" }, "Create or update an idTag"), tagForm("tag", null, () => bar.reload())),
-    h("section", { class: "panel" }, bar.bar, error, table(null, ["idTag", "User", "Status", "Expires", ""], body)));
+    h("section", { class: "panel" }, bar.bar, error, table(null, ["idTag", "User", "Status", "Expires", "Action"], body)));
   await bar.go(0);
   return { onReconnect: () => bar.reload() };
 }

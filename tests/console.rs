@@ -78,7 +78,6 @@ async fn an_operator_watches_a_charger_charge_and_acts_on_it_in_a_browser() {
     };
     let server = TestServer::start(Backend::Sqlite).await;
     make_operator(&server.db.url, "ops@example.com", "console-pass-1");
-    server.user_with_tag("driver-1", "TAG-0001").await;
     let base = server.http_url("/");
 
     let browser = driver.browser(1280, 900).await;
@@ -107,6 +106,26 @@ async fn an_operator_watches_a_charger_charge_and_acts_on_it_in_a_browser() {
         .await;
     mark_page(&browser).await;
 
+    // A driver and their idTag, made on the Users and idTags pages.
+    goto_view(&browser, "#/users").await;
+    browser.type_into("#user-id", "driver-1").await;
+    browser.type_into("#user-name", "Driver 1").await;
+    browser.click("#user-form button[type=submit]").await;
+    browser
+        .wait_text("main h1", WAIT, |t| t == "User driver-1")
+        .await;
+    goto_view(&browser, "#/id-tags").await;
+    browser.type_into("#tag-idTag", "TAG-0001").await;
+    browser.type_into("#tag-userId", "driver-1").await;
+    browser.click("#tag-form button[type=submit]").await;
+    browser
+        .wait_text(r#"tr[data-tag="TAG-0001"] .tag-status"#, WAIT, |t| {
+            t == "Accepted"
+        })
+        .await;
+    goto_view(&browser, "#/chargers").await;
+    browser.find("table#chargers").await;
+
     // A charger connects and boots: its row appears with what it told.
     let mut charger = TestCharger::connect(&server.ws_url("CP-CONSOLE")).await;
     assert_eq!(charger.boot().await["status"], "Accepted");
@@ -124,6 +143,29 @@ async fn an_operator_watches_a_charger_charge_and_acts_on_it_in_a_browser() {
         .call("StatusNotification", status(1, "Available"))
         .await;
     let badge = format!(r#"{row} [data-connector="1"]"#);
+    browser
+        .wait_text(&badge, WAIT, |t| t == "1: Available")
+        .await;
+    // A remote start from the charger's page, with the driver's tag.
+    goto_view(&browser, "#/chargers/CP-CONSOLE").await;
+    browser
+        .click(r#"#command option[value="RemoteStartTransaction"]"#)
+        .await;
+    browser.type_into("#cmd-idTag", "TAG-0001").await;
+    browser.click("#command-send").await;
+    let (message_id, action, payload) = charger.expect_call().await;
+    assert_eq!(
+        (action.as_str(), &payload),
+        ("RemoteStartTransaction", &json!({"idTag": "TAG-0001"}))
+    );
+    charger
+        .reply(&message_id, json!({"status": "Accepted"}))
+        .await;
+    let answer = browser
+        .wait_text("#command-answer", WAIT, |t| t.contains("Accepted"))
+        .await;
+    assert!(answer.starts_with("RemoteStartTransaction:"), "{answer}");
+    goto_view(&browser, "#/chargers").await;
     browser
         .wait_text(&badge, WAIT, |t| t == "1: Available")
         .await;
@@ -190,6 +232,14 @@ async fn an_operator_watches_a_charger_charge_and_acts_on_it_in_a_browser() {
             |t| t == "42 %",
         )
         .await;
+    // The history's row of the same session follows too.
+    browser
+        .wait_text(
+            &format!(r#"tr[data-history="{session_id}"] .energy"#),
+            WAIT,
+            |t| t == "3.200 kWh",
+        )
+        .await;
     assert_not_reloaded(&browser).await;
     browser.screenshot(&shots().join("03-sessions.png")).await;
 
@@ -208,6 +258,7 @@ async fn an_operator_watches_a_charger_charge_and_acts_on_it_in_a_browser() {
     goto_view(&browser, "#/chargers/CP-CONSOLE").await;
     browser.find("#command-form").await;
     browser.screenshot(&shots().join("05-charger.png")).await;
+    browser.click(r#"#command option[value="Reset"]"#).await;
     browser.click("#command-send").await;
     let (message_id, action, payload) = charger.expect_call().await;
     assert_eq!(
