@@ -90,7 +90,7 @@ async function chargers(main, _parts, params) {
   // Reads of chargers this page does not show yet, newest wins.
   const reads = new Map();
   async function added(id) {
-    // A charger that connects or boots and is not on this page: the first
+    // A charger that boots and is not on this page: the first
     // page of the list (unfiltered, or a search it matches) takes it at the
     // top, so a new charger shows up where the operator is looking.
     if (state.offset !== 0) return;
@@ -125,7 +125,9 @@ async function chargers(main, _parts, params) {
     onEvent(name, d) {
       if (name === "charger.connected" || name === "charger.disconnected") {
         const on = name === "charger.connected";
-        if (!patch(d.chargerId, (tr, s) => { s.connected = on; fill(tr.querySelector(".conn"), connection(on)); }) && on) added(d.chargerId);
+        // A charger not on this page is read when it boots (a new one is
+        // stored only then).
+        patch(d.chargerId, (tr, s) => { s.connected = on; fill(tr.querySelector(".conn"), connection(on)); }) || missed(d.chargerId);
       } else if (name === "connector.status") {
         patch(d.chargerId, (tr, s) => {
           const list = (s.connectors || []).filter((c) => c.connectorId !== d.connectorId);

@@ -308,6 +308,15 @@ async fn an_operator_watches_a_charger_charge_and_acts_on_it_in_a_browser() {
         .screenshot(&shots().join("11-phone-chargers.png"))
         .await;
     assert_not_reloaded(&browser).await;
+    // No script error, refused load or CSP violation on any page: the
+    // browser's only complaint is the wrong password's 401.
+    let errors: Vec<String> = browser
+        .console_errors()
+        .await
+        .into_iter()
+        .filter(|e| !(e.contains("/api/auth/login") && e.contains("401")))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
     browser.close().await;
     charger.close().await;
     server.stop().await;

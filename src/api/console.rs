@@ -51,6 +51,12 @@ const ASSETS: &[Asset] = &[
         immutable: false,
     },
     Asset {
+        name: "favicon.svg",
+        content_type: "image/svg+xml",
+        body: include_bytes!("../../console/favicon.svg"),
+        immutable: false,
+    },
+    Asset {
         name: "vendor/uPlot-1.6.32.iife.min.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../../console/vendor/uPlot-1.6.32.iife.min.js"),

@@ -109,7 +109,8 @@ impl Driver {
     /// A fresh headless browser window of `width` × `height`.
     pub async fn browser(&self, width: u32, height: u32) -> Browser<'_> {
         let session = self
-            .post("/session", json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+            .post("/session", json!({"capabilities": {"alwaysMatch": {"browserName": "chrome",
+                "goog:loggingPrefs": {"browser": "ALL"}, "goog:chromeOptions": {
                 "binary": self.chromium,
                 "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -269,6 +270,27 @@ impl Browser<'_> {
             std::fs::create_dir_all(dir).unwrap();
         }
         std::fs::write(path, bytes).unwrap();
+    }
+
+    /// What the page wrote to the browser console at level SEVERE (script
+    /// errors, refused loads, CSP violations).
+    pub async fn console_errors(&self) -> Vec<String> {
+        let log = self
+            .driver
+            .post(
+                &format!("/session/{}/se/log", self.id),
+                json!({ "type": "browser" }),
+            )
+            .await;
+        log.as_array()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter(|e| e["level"] == "SEVERE")
+                    .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     pub async fn close(self) {
