@@ -1,5 +1,6 @@
 //! The `csms` binary: `csms` (or `csms serve`) runs the server; `csms token`
-//! prints a bearer token; `csms charger` provisions a charger.
+//! prints a bearer token; `csms user` creates a person who logs in (an
+//! operator for the console); `csms charger` provisions a charger.
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -42,6 +43,22 @@ enum Command {
         /// Token lifetime.
         #[arg(long, default_value = "24h", value_parser = parse_duration)]
         ttl: Duration,
+    },
+    /// Create a person who logs in with email and password (or update the
+    /// one with that email): an operator (admin) for the console at `/`.
+    User {
+        /// The email they log in with.
+        #[arg(long)]
+        email: String,
+        /// Their password, at least 8 characters; read from CSMS_USER_PASSWORD if set.
+        #[arg(long, env = "CSMS_USER_PASSWORD", hide_env_values = true)]
+        password: String,
+        /// Their role: an operator (admin) or a driver.
+        #[arg(long, default_value = "admin", value_parser = ["driver", "admin"])]
+        role: String,
+        /// Their display name (the email's local part when not given).
+        #[arg(long)]
+        name: Option<String>,
     },
     /// Register a charger ahead of its first connection, optionally with a
     /// Basic-auth password (OCPP security profile 1/2).
@@ -92,6 +109,47 @@ async fn main() -> Result<()> {
                 csms::api::auth::JwtKeys::load(cli.config.jwt_secret.as_deref(), store.as_ref())
                     .await?;
             println!("{}", keys.issue(&user, &role, ttl)?);
+            Ok(())
+        }
+        Command::User {
+            email,
+            password,
+            role,
+            name,
+        } => {
+            let email = email.trim().to_lowercase();
+            anyhow::ensure!(
+                email.contains('@') && email.len() <= 254,
+                "--email {email:?} is not an email address"
+            );
+            anyhow::ensure!(
+                password.chars().count() >= 8 && password.len() <= 1024,
+                "--password must be at least 8 characters"
+            );
+            let store = csms::store::connect(&cli.config.database_url).await?;
+            let existing = store.user_by_email(&email).await?;
+            let name = name
+                .or_else(|| existing.as_ref().map(|u| u.name.clone()))
+                .unwrap_or_else(|| email.split('@').next().unwrap_or_default().to_owned());
+            let hash =
+                tokio::task::spawn_blocking(move || csms::api::auth::hash_user_password(&password))
+                    .await??;
+            let user = csms::store::UserRecord {
+                id: existing
+                    .as_ref()
+                    .map(|u| u.id.clone())
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                email: Some(email.clone()),
+                name,
+                role: role.clone(),
+                password_hash: Some(hash),
+                battery_capacity_wh: None,
+                created_at: existing
+                    .map(|u| u.created_at)
+                    .unwrap_or_else(csms::ocpp::time::now_ms),
+            };
+            store.upsert_user(&user).await?;
+            println!("user {} ({email}, {role}) saved", user.id);
             Ok(())
         }
         Command::Charger {

@@ -6,110 +6,15 @@
 
 mod common;
 
+use common::webdriver::Driver;
 use common::*;
-use serde_json::{json, Value};
-use std::process::Stdio;
+use serde_json::json;
 use std::time::Duration;
-
-fn find(binary: &str, candidates: &[&str]) -> Option<String> {
-    std::env::var(binary.to_uppercase().replace('-', "_"))
-        .ok()
-        .or_else(|| {
-            candidates
-                .iter()
-                .find(|p| std::path::Path::new(p).exists())
-                .map(|p| p.to_string())
-        })
-}
-
-/// A chromedriver on a free port, killed when dropped.
-struct Driver {
-    child: std::process::Child,
-    base: String,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Driver {
-    async fn start() -> Option<(Driver, String)> {
-        let chromedriver = find(
-            "chromedriver",
-            &["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"],
-        );
-        let chromium = find(
-            "chromium",
-            &["/usr/bin/chromium", "/usr/bin/chromium-browser"],
-        );
-        let (Some(chromedriver), Some(chromium)) = (chromedriver, chromium) else {
-            require::missing(
-                "browser",
-                "chromium and chromedriver are not installed (Debian: chromium chromium-driver)",
-            );
-            return None;
-        };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new(chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver starts");
-        let driver = Driver {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let status = format!("{}/status", driver.base);
-        let status = &status;
-        until(
-            "chromedriver to come up",
-            Duration::from_secs(10),
-            || async move { http().get(status).send().await.is_ok() },
-        )
-        .await;
-        Some((driver, chromium))
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let response = http()
-            .post(format!("{}{path}", self.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let value: Value = response.json().await.unwrap();
-        assert!(
-            value["value"].get("error").is_none(),
-            "WebDriver {path}: {value}"
-        );
-        value["value"].clone()
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let value: Value = http()
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        value["value"].clone()
-    }
-}
 
 on_both_backends!(a_driver_pays_a_session_on_the_pay_page_in_a_browser);
 
 async fn a_driver_pays_a_session_on_the_pay_page_in_a_browser(backend: Backend) {
-    let Some((driver, chromium)) = Driver::start().await else {
+    let Some(driver) = Driver::start().await else {
         return;
     };
     let server = TestServer::start(backend).await;
@@ -157,91 +62,28 @@ async fn a_driver_pays_a_session_on_the_pay_page_in_a_browser(backend: Backend) 
     let link_id = body["data"]["paymentLinkId"].as_str().unwrap().to_owned();
     let page_url = server.http_url(&format!("/pay/{link_id}"));
 
-    let session = driver
-        .post("/session", json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
-            "binary": chromium,
-            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     format!("--user-data-dir={}", tempfile::tempdir().unwrap().keep().display())]}}}}))
-        .await;
-    let sid = session["sessionId"].as_str().unwrap().to_owned();
-    driver
-        .post(&format!("/session/{sid}/url"), json!({"url": page_url}))
-        .await;
-    let element = |id: &'static str| {
-        let sid = sid.clone();
-        let driver = &driver;
+    let browser = driver.browser(1024, 768).await;
+    browser.goto(&page_url).await;
+    let text = |css: &'static str| {
+        let browser = &browser;
         async move {
-            let found = driver
-                .post(
-                    &format!("/session/{sid}/element"),
-                    json!({"using": "css selector", "value": format!("#{id}")}),
-                )
-                .await;
-            found
-                .as_object()
-                .unwrap()
-                .values()
-                .next()
-                .unwrap()
-                .as_str()
-                .unwrap()
-                .to_owned()
+            let element = browser.find(css).await;
+            browser.text(&element).await
         }
     };
-    let text = |element_id: String| {
-        let sid = sid.clone();
-        let driver = &driver;
-        async move {
-            driver
-                .get(&format!("/session/{sid}/element/{element_id}/text"))
-                .await
-                .as_str()
-                .unwrap_or("")
-                .to_owned()
-        }
-    };
-    assert_eq!(text(element("amount").await).await, "693 NGN");
-    assert_eq!(text(element("status").await).await, "pending");
-    let title = driver.get(&format!("/session/{sid}/title")).await;
-    assert_eq!(title, "Pay for your charging session");
+    assert_eq!(text("#amount").await, "693 NGN");
+    assert_eq!(text("#status").await, "pending");
+    assert_eq!(browser.title().await, "Pay for your charging session");
 
-    let button = element("pay").await;
-    driver
-        .post(&format!("/session/{sid}/element/{button}/click"), json!({}))
-        .await;
+    browser.click("#pay").await;
     // The form posts and the answer page carries the notice; until it has
-    // loaded there is no such element (`elements` answers an empty list).
-    let (driver_ref, sid_ref, text) = (&driver, &sid, &text);
-    let notice = eventually(
-        "the pay page's notice",
-        Duration::from_secs(10),
-        || async move {
-            let found = driver_ref
-                .post(
-                    &format!("/session/{sid_ref}/elements"),
-                    json!({"using": "css selector", "value": "#notice"}),
-                )
-                .await;
-            let id = found
-                .as_array()?
-                .first()?
-                .as_object()?
-                .values()
-                .next()?
-                .as_str()?
-                .to_owned();
-            let notice = text(id).await;
-            (!notice.is_empty()).then_some(notice)
-        },
-    )
-    .await;
-    assert_eq!(notice, "Payment received. Thank you!");
-    assert_eq!(text(element("status").await).await, "paid");
-    let _ = http()
-        .delete(format!("{}/session/{sid}", driver.base))
-        .send()
+    // loaded there is no such element.
+    let notice = browser
+        .wait_text("#notice", Duration::from_secs(10), |t| !t.is_empty())
         .await;
+    assert_eq!(notice, "Payment received. Thank you!");
+    assert_eq!(text("#status").await, "paid");
+    browser.close().await;
 
     // The wallet paid exactly once.
     let (_, wallet) = server

@@ -131,7 +131,11 @@ async fn list_stations(
     query: Query,
 ) -> ApiResult<Json<Value>> {
     let page = query.page(100, 1000)?;
-    let ids = state.store.station_ids_page(page).await?;
+    let search = query.get("q").and_then(crate::store::like_pattern);
+    let ids = state
+        .store
+        .station_ids_page(search.as_deref(), page)
+        .await?;
     let mut items = Vec::with_capacity(ids.items.len());
     for id in &ids.items {
         if let Some(v) = station_json(&state, id).await? {
@@ -368,9 +372,22 @@ async fn anomalies(
     _admin: AdminUser,
     query: Query,
 ) -> ApiResult<Json<Value>> {
-    let limit = query.integer("limit", 100, 1, 1000)?;
-    let list = state.store.anomalies(query.get("chargerId"), limit).await?;
-    Ok(ok(serde_json::to_value(list).map_err(anyhow::Error::from)?))
+    let page = query.page(100, 1000)?;
+    let transaction_id = match query.get("transactionId").filter(|t| !t.is_empty()) {
+        None => None,
+        Some(t) => Some(t.trim().parse::<i64>().map_err(|_| {
+            ApiError::invalid("transactionId", "transactionId must be a whole number")
+        })?),
+    };
+    let list = state
+        .store
+        .anomalies_page(
+            query.get("chargerId").filter(|c| !c.is_empty()),
+            transaction_id,
+            page,
+        )
+        .await?;
+    Ok(super::error::paged(&list.items, list.total, page))
 }
 
 /// Active sessions, each with `looksStuck`: an OCPP session whose charger is
@@ -415,7 +432,8 @@ async fn list_users(
     query: Query,
 ) -> ApiResult<Json<Value>> {
     let page = query.page(100, 1000)?;
-    let users = state.store.users_page(page).await?;
+    let search = query.get("q").and_then(crate::store::like_pattern);
+    let users = state.store.users_page(search.as_deref(), page).await?;
     let items: Vec<Value> = users
         .items
         .iter()
@@ -520,7 +538,7 @@ fn id_tag_json(t: &IdTagRecord) -> Value {
            "parentIdTag": t.parent_id_tag, "createdAt": format_ms(t.created_at)})
 }
 
-/// `GET /api/admin/id-tags?userId=&limit=&offset=`: in tag order.
+/// `GET /api/admin/id-tags?userId=&q=&limit=&offset=`: in tag order.
 #[utoipa::path(get, path = "/api/admin/id-tags", operation_id = "listIdTags", tag = "admin", security(("bearer" = [])),
     params(("userId" = Option<String>, Query, description = "Only this user's"), ("limit" = Option<i64>, Query, description = "Default 100, at most 1000"),
         ("offset" = Option<i64>, Query, description = "Default 0"),),
@@ -537,7 +555,14 @@ async fn list_id_tags(
     let page = query.page(100, 1000)?;
     let tags = state
         .store
-        .id_tags_page(query.get("userId").filter(|u| !u.is_empty()), page)
+        .id_tags_page(
+            query.get("userId").filter(|u| !u.is_empty()),
+            query
+                .get("q")
+                .and_then(crate::store::like_pattern)
+                .as_deref(),
+            page,
+        )
         .await?;
     let items: Vec<Value> = tags.items.iter().map(id_tag_json).collect();
     Ok(super::error::paged(&items, tags.total, page))

@@ -83,6 +83,17 @@ impl JwtKeys {
     }
 }
 
+/// A person's password as registration stores it: argon2id with a random
+/// salt. Slow on purpose; the API calls it off the async threads.
+pub fn hash_user_password(password: &str) -> Result<String> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("hashing: {e}"))
+}
+
 /// Makes jsonwebtoken sign and verify with [`HMAC_ONLY`]. Idempotent; called
 /// by [`JwtKeys::new`], and by anyone who signs tokens with jsonwebtoken
 /// directly (tests) before a `JwtKeys` exists.

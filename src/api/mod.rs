@@ -4,6 +4,8 @@
 pub mod admin;
 pub mod auth;
 pub mod charging;
+pub mod console;
+pub mod console_api;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -34,6 +36,8 @@ pub fn router() -> Router<AppState> {
         .merge(profiles::router())
         .merge(local_lists::router())
         .merge(openapi::router())
+        .merge(console_api::router())
+        .merge(console::router())
         .fallback(not_found)
 }
 

@@ -102,6 +102,15 @@ impl ChargerContext {
             meter_serial_number: request.meter_serial_number,
         };
         let now = now_ms();
+        let events = self.state.engine.events();
+        // Built only while someone listens (the operator console).
+        let booted = events.listened().then(|| {
+            json!({
+                "chargerId": self.charger_id, "vendor": info.vendor, "model": info.model,
+                "serialNumber": info.charge_point_serial_number, "firmwareVersion": info.firmware_version,
+                "at": format_ms(now),
+            })
+        });
         let status = self
             .state
             .store
@@ -109,6 +118,10 @@ impl ChargerContext {
             .await
             .map_err(internal)?;
         self.registration = Some(status);
+        if let Some(mut booted) = booted {
+            booted["registrationStatus"] = json!(status.as_str());
+            events.publish("charger.booted", None, booted);
+        }
         let interval = match status {
             RegistrationStatus::Accepted => config.heartbeat_interval.as_secs(),
             _ => config.boot_retry_interval.as_secs(),

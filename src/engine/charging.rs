@@ -927,8 +927,16 @@ impl super::Engine {
             .collect();
         let anomalies = write.anomalies.clone();
         let connector = write.connector.clone();
+        let heartbeat = write.heartbeat.map(|at| (write.charger_id.clone(), at));
         self.store.apply(write).await?;
         self.publish_sessions(&sessions).await;
+        if let Some((charger_id, at)) = heartbeat {
+            self.events.publish(
+                "charger.heartbeat",
+                None,
+                json!({ "chargerId": charger_id, "at": crate::ocpp::time::format_ms(at) }),
+            );
+        }
         if let Some(c) = connector {
             self.events.publish(
                 "connector.status",

@@ -255,6 +255,63 @@ pub fn final_energy_wh(meter_start: i64, meter_stop: i64) -> f64 {
     (meter_stop - meter_start).max(0) as f64
 }
 
+/// One point of a transaction's chart: energy delivered so far (the whole
+/// meter's register − meterStart), power (the whole meter's, or its phases
+/// summed when only those were sampled) and battery level, at one moment.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeterPoint {
+    pub at: DateTime<Utc>,
+    pub energy_wh: Option<f64>,
+    pub power_w: Option<f64>,
+    pub soc: Option<f64>,
+}
+
+/// A transaction's readings (by time, as the store gives them) as chart
+/// points, one per moment that sampled energy, power or SoC.
+pub fn series(meter_start: i64, samples: &[Sample]) -> Vec<MeterPoint> {
+    let mut points: BTreeMap<DateTime<Utc>, (MeterPoint, f64, bool)> = BTreeMap::new();
+    for s in samples {
+        let (point, phase_power, has_phase_power) =
+            points.entry(s.sampled_at).or_insert_with(|| {
+                let point = MeterPoint {
+                    at: s.sampled_at,
+                    energy_wh: None,
+                    power_w: None,
+                    soc: None,
+                };
+                (point, 0.0, false)
+            });
+        match s.measurand.as_str() {
+            "Energy.Active.Import.Register" if whole_meter(s) => {
+                if let Some(wh) = register_wh(s) {
+                    point.energy_wh = Some((wh - meter_start as f64).max(0.0));
+                }
+            }
+            "Power.Active.Import" => match (whole_meter(s), power_w(s)) {
+                (true, Some(w)) => point.power_w = Some(w),
+                (false, Some(w)) if s.phase.is_some() => {
+                    *phase_power += w;
+                    *has_phase_power = true;
+                }
+                _ => {}
+            },
+            "SoC" => point.soc = number(s),
+            _ => {}
+        }
+    }
+    points
+        .into_values()
+        .map(|(mut point, phase_power, has_phase_power)| {
+            if point.power_w.is_none() && has_phase_power {
+                point.power_w = Some(phase_power);
+            }
+            point
+        })
+        .filter(|p| p.energy_wh.is_some() || p.power_w.is_some() || p.soc.is_some())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,6 +359,34 @@ mod tests {
             received_at: at(0),
             updated_at: at(0),
         }
+    }
+
+    #[test]
+    fn chart_points_read_the_whole_meter_and_sum_phases_only_without_it() {
+        let sample =
+            |minute, measurand: &str, phase: Option<&str>, unit: &str, value: &str| Sample {
+                measurand: measurand.into(),
+                phase: phase.map(Into::into),
+                unit: Some(unit.into()),
+                ..register(minute, value)
+            };
+        let samples = [
+            sample(1, "Energy.Active.Import.Register", None, "kWh", "1.5"),
+            sample(1, "Energy.Active.Import.Register", Some("L1"), "Wh", "400"),
+            sample(1, "Power.Active.Import", Some("L1"), "W", "3000"),
+            sample(1, "Power.Active.Import", Some("L2"), "W", "3100"),
+            sample(1, "SoC", None, "Percent", "40"),
+            sample(2, "Power.Active.Import", None, "kW", "11"),
+            sample(2, "Power.Active.Import", Some("L1"), "W", "3600"),
+            sample(3, "Voltage", None, "V", "230"),
+        ];
+        let points = series(1000, &samples);
+        assert_eq!(points.len(), 2, "{points:?}");
+        assert_eq!(points[0].energy_wh, Some(500.0));
+        assert_eq!(points[0].power_w, Some(6100.0));
+        assert_eq!(points[0].soc, Some(40.0));
+        assert_eq!(points[1].energy_wh, None);
+        assert_eq!(points[1].power_w, Some(11000.0));
     }
 
     #[test]

@@ -258,10 +258,13 @@ pub trait PeopleStore: Send + Sync {
     async fn user(&self, id: &str) -> Result<Option<UserRecord>>;
     async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>>;
     /// A page of the users, oldest first.
-    async fn users_page(&self, page: Page) -> Result<Paged<UserRecord>>;
+    /// A page of the users, oldest first; with `search` (a [`like_pattern`]),
+    /// only those whose id, name or email contains it.
+    async fn users_page(&self, search: Option<&str>, page: Page) -> Result<Paged<UserRecord>>;
     /// A page of the ids of stations and chargers (each known as either or
-    /// both), in order.
-    async fn station_ids_page(&self, page: Page) -> Result<Paged<String>>;
+    /// both), in order; with `search` (a [`like_pattern`]), only those whose
+    /// id or station name contains it.
+    async fn station_ids_page(&self, search: Option<&str>, page: Page) -> Result<Paged<String>>;
     /// Makes sure a user row exists for a token's subject (tokens are trusted
     /// by signature, so a subject may not be stored yet).
     async fn ensure_user(&self, id: &str) -> Result<()>;
@@ -272,8 +275,14 @@ pub trait PeopleStore: Send + Sync {
     /// Looks a tag up case-insensitively.
     async fn id_tag(&self, id_tag: &str) -> Result<Option<IdTagRecord>>;
     async fn id_tags_of_user(&self, user_id: &str) -> Result<Vec<IdTagRecord>>;
-    /// A page of the idTags, of one user if given, in tag order.
-    async fn id_tags_page(&self, user_id: Option<&str>, page: Page) -> Result<Paged<IdTagRecord>>;
+    /// A page of the idTags, of one user if given, in tag order; with
+    /// `search` (a [`like_pattern`]), only tags containing it.
+    async fn id_tags_page(
+        &self,
+        user_id: Option<&str>,
+        search: Option<&str>,
+        page: Page,
+    ) -> Result<Paged<IdTagRecord>>;
 
     async fn station(&self, id: &str) -> Result<Option<StationRecord>>;
     /// Creates or updates a station (its `created_at` is kept); returns it as stored.
@@ -293,6 +302,97 @@ pub trait LogStore: Send + Sync {
     async fn messages(&self, charger_id: &str, page: Page) -> Result<Paged<LoggedMessage>>;
     async fn record_anomaly(&self, anomaly: NewAnomaly) -> Result<()>;
     async fn anomalies(&self, charger_id: Option<&str>, limit: i64) -> Result<Vec<Anomaly>>;
+}
+
+/// Which sessions an operator lists (every field optional).
+#[derive(Debug, Clone, Default)]
+pub struct SessionQuery {
+    pub status: Option<String>,
+    pub charger_id: Option<String>,
+    pub user_id: Option<String>,
+    /// A [`like_pattern`] matched against the station's id and name, the
+    /// driver's id and the idTag.
+    pub search: Option<String>,
+    /// Started at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Started before.
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// One ledger entry of a wallet with the movement it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerMovement {
+    pub entry_id: i64,
+    pub movement_id: String,
+    pub kind: String,
+    pub reference: String,
+    pub memo: Option<String>,
+    pub account: String,
+    pub currency: String,
+    pub amount_minor: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// `%text%` for a case-insensitive `lower(column) LIKE $n ESCAPE '\'` on
+/// both databases, with `%`, `_` and `\` in the text taken literally; `None`
+/// for an empty search.
+pub fn like_pattern(text: &str) -> Option<String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    Some(pattern)
+}
+
+/// What the operator console reads beyond the other aggregates' own lists:
+/// every session, payment link, balance check and ledger movement paged in
+/// the database, a transaction's anomalies and the frames of its time.
+#[async_trait]
+pub trait ConsoleStore: Send + Sync {
+    /// A page of sessions, newest first.
+    async fn sessions_page(&self, query: &SessionQuery, page: Page)
+        -> Result<Paged<SessionRecord>>;
+    /// A page of payment links (of one status, one user), newest first.
+    async fn payment_links_page(
+        &self,
+        status: Option<&str>,
+        user_id: Option<&str>,
+        page: Page,
+    ) -> Result<Paged<PaymentLinkRecord>>;
+    /// A page of balance checks (of one status, one user), newest first.
+    async fn balance_checks_page(
+        &self,
+        status: Option<&str>,
+        user_id: Option<&str>,
+        page: Page,
+    ) -> Result<Paged<BalanceCheckRecord>>;
+    /// A page of the ledger entries of a user's wallets and holds
+    /// (`wallet:{user}:…`, `hold:{user}:…`), newest first.
+    async fn ledger_movements(&self, user_id: &str, page: Page) -> Result<Paged<LedgerMovement>>;
+    /// A page of anomalies (of one charger, one transaction), newest first.
+    async fn anomalies_page(
+        &self,
+        charger_id: Option<&str>,
+        transaction_id: Option<i64>,
+        page: Page,
+    ) -> Result<Paged<Anomaly>>;
+    /// A charger's frames logged within `from..=to`, oldest first, at most `limit`.
+    async fn messages_between(
+        &self,
+        charger_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<LoggedMessage>>;
 }
 
 /// A delivery of a webhook event that is due.
@@ -408,6 +508,7 @@ pub trait Store:
     + PaymentStore
     + WebhookStore
     + ManagedStore
+    + ConsoleStore
     + 'static
 {
     /// `sqlite` or `postgres`.
@@ -495,7 +596,18 @@ pub async fn connect(url: &str) -> Result<SharedStore> {
 
 #[cfg(test)]
 mod tests {
-    use super::is_unique_violation;
+    use super::{is_unique_violation, like_pattern};
+
+    #[test]
+    fn search_patterns_take_wildcards_literally() {
+        assert_eq!(like_pattern("  "), None);
+        assert_eq!(like_pattern(" CP-01 ").as_deref(), Some("%cp-01%"));
+        assert_eq!(
+            like_pattern("50%_a\\b").as_deref(),
+            Some("%50\\%\\_a\\\\b%")
+        );
+    }
+
     use anyhow::Context;
 
     #[tokio::test]

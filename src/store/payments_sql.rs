@@ -35,7 +35,7 @@ fn check_balanced(entries: &[LedgerEntry]) -> Result<()> {
 macro_rules! payment_store {
     ($Store:ident, $DB:ty, $Conn:ty, $begin:literal) => {
         impl $Store {
-            fn check_from_row(row: &<$DB as sqlx::Database>::Row) -> Result<BalanceCheckRecord> {
+            pub(super) fn check_from_row(row: &<$DB as sqlx::Database>::Row) -> Result<BalanceCheckRecord> {
                 let metadata: String = row.try_get("metadata")?;
                 Ok(BalanceCheckRecord {
                     id: row.try_get("id")?,
@@ -55,7 +55,7 @@ macro_rules! payment_store {
                 })
             }
 
-            fn link_from_row(row: &<$DB as sqlx::Database>::Row) -> Result<PaymentLinkRecord> {
+            pub(super) fn link_from_row(row: &<$DB as sqlx::Database>::Row) -> Result<PaymentLinkRecord> {
                 let metadata: String = row.try_get("metadata")?;
                 Ok(PaymentLinkRecord {
                     id: row.try_get("id")?,

@@ -6,6 +6,7 @@
 pub mod proxy;
 pub mod require;
 pub mod wait;
+pub mod webdriver;
 
 #[allow(unused_imports)] // not every test file waits for something
 pub use wait::{eventually, until};

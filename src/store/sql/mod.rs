@@ -22,6 +22,8 @@
 #[macro_use]
 mod chargers;
 #[macro_use]
+mod console;
+#[macro_use]
 mod log;
 #[macro_use]
 mod managed;
@@ -662,6 +664,7 @@ macro_rules! sql_store {
         log_sql!($Store, $DB, $Conn);
         webhooks_sql!($Store, $DB, $Conn);
         managed_sql!($Store, $DB, $Conn);
+        console_sql!($Store, $DB, $Conn);
     };
 }
 

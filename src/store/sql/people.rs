@@ -52,13 +52,17 @@ macro_rules! people_sql {
                 row.as_ref().map(record).transpose()
             }
 
-            async fn users_page(&self, page: super::Page) -> Result<super::Paged<UserRecord>> {
-                let rows = sqlx::query("SELECT * FROM users ORDER BY created_at, id LIMIT $1 OFFSET $2")
+            async fn users_page(&self, search: Option<&str>, page: super::Page) -> Result<super::Paged<UserRecord>> {
+                const MATCH: &str = "($1 IS NULL OR lower(id) LIKE $1 ESCAPE '\\' OR lower(name) LIKE $1 ESCAPE '\\' \
+                                     OR lower(email) LIKE $1 ESCAPE '\\')";
+                let rows = sqlx::query(&format!("SELECT * FROM users WHERE {MATCH} ORDER BY created_at, id LIMIT $2 OFFSET $3"))
+                    .bind(search)
                     .bind(page.limit)
                     .bind(page.offset)
                     .fetch_all(&self.pool)
                     .await?;
-                let total: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+                let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM users WHERE {MATCH}"))
+                    .bind(search)
                     .fetch_one(&self.pool)
                     .await?;
                 Ok(super::Paged {
@@ -67,16 +71,20 @@ macro_rules! people_sql {
                 })
             }
 
-            async fn station_ids_page(&self, page: super::Page) -> Result<super::Paged<String>> {
+            async fn station_ids_page(&self, search: Option<&str>, page: super::Page) -> Result<super::Paged<String>> {
                 const IDS: &str = "SELECT id FROM stations UNION SELECT id FROM chargers";
+                const MATCH: &str = "($1 IS NULL OR lower(id) LIKE $1 ESCAPE '\\' \
+                                     OR id IN (SELECT id FROM stations WHERE lower(name) LIKE $1 ESCAPE '\\'))";
                 let items: Vec<String> = sqlx::query_scalar(&format!(
-                    "SELECT id FROM ({IDS}) AS ids ORDER BY id LIMIT $1 OFFSET $2"
+                    "SELECT id FROM ({IDS}) AS ids WHERE {MATCH} ORDER BY id LIMIT $2 OFFSET $3"
                 ))
+                .bind(search)
                 .bind(page.limit)
                 .bind(page.offset)
                 .fetch_all(&self.pool)
                 .await?;
-                let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM ({IDS}) AS ids"))
+                let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM ({IDS}) AS ids WHERE {MATCH}"))
+                    .bind(search)
                     .fetch_one(&self.pool)
                     .await?;
                 Ok(super::Paged { items, total })
@@ -140,17 +148,18 @@ macro_rules! people_sql {
                 rows.iter().map(record).collect()
             }
 
-            async fn id_tags_page(&self, user_id: Option<&str>, page: super::Page) -> Result<super::Paged<IdTagRecord>> {
-                let rows = sqlx::query(
-                    "SELECT * FROM id_tags WHERE ($1 IS NULL OR user_id = $1) ORDER BY id_tag LIMIT $2 OFFSET $3",
-                )
-                .bind(user_id)
-                .bind(page.limit)
-                .bind(page.offset)
-                .fetch_all(&self.pool)
-                .await?;
-                let total: i64 = sqlx::query_scalar("SELECT count(*) FROM id_tags WHERE ($1 IS NULL OR user_id = $1)")
+            async fn id_tags_page(&self, user_id: Option<&str>, search: Option<&str>, page: super::Page) -> Result<super::Paged<IdTagRecord>> {
+                const MATCH: &str = "($1 IS NULL OR user_id = $1) AND ($2 IS NULL OR lower(id_tag) LIKE $2 ESCAPE '\\')";
+                let rows = sqlx::query(&format!("SELECT * FROM id_tags WHERE {MATCH} ORDER BY id_tag LIMIT $3 OFFSET $4"))
                     .bind(user_id)
+                    .bind(search)
+                    .bind(page.limit)
+                    .bind(page.offset)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM id_tags WHERE {MATCH}"))
+                    .bind(user_id)
+                    .bind(search)
                     .fetch_one(&self.pool)
                     .await?;
                 Ok(super::Paged {
