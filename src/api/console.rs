@@ -77,6 +77,10 @@ const INDEX: &[u8] = include_bytes!("../../console/index.html");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(index))]
+pub(crate) struct Doc;
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(index))
@@ -125,6 +129,9 @@ fn serve(
 }
 
 /// `GET /`: the console's page (its login form until someone logs in).
+#[utoipa::path(get, path = "/", operation_id = "getConsole", tag = "pages",
+    responses((status = 200, description = "The operator console (HTML); it signs in with an admin's email and password", content_type = "text/html", body = String),
+        (status = 304, description = "Not modified (ETag)")))]
 async fn index(headers: HeaderMap) -> Response {
     let mut response = serve(&headers, "text/html; charset=utf-8", INDEX, false);
     let h = response.headers_mut();

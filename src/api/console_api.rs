@@ -6,6 +6,7 @@
 
 use super::error::{ok, paged, ApiError, ApiResult};
 use super::extract::{AdminUser, Query};
+use super::openapi::{self as doc, Data, Paged};
 use crate::engine::meter::{series, MeterPoint};
 use crate::engine::money::major_json;
 use crate::engine::view::session_json;
@@ -35,6 +36,18 @@ pub fn router() -> Router<AppState> {
         .route("/api/admin/payment-links", get(payment_links))
         .route("/api/admin/balance-checks", get(balance_checks))
 }
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    session_history,
+    transaction,
+    transaction_messages,
+    user,
+    ledger,
+    payment_links,
+    balance_checks
+))]
+pub(crate) struct Doc;
 
 /// A page of the list, as every admin list pages.
 fn page(query: &Query) -> ApiResult<Page> {
@@ -68,6 +81,18 @@ fn time_param(query: &Query, name: &str) -> ApiResult<Option<DateTime<Utc>>> {
         .transpose()
 }
 
+#[utoipa::path(get, path = "/api/admin/sessions/history", operation_id = "listSessionHistory", tag = "admin", security(("bearer" = [])),
+    params(("status" = Option<String>, Query, description = "active, completed or cancelled"),
+        ("chargerId" = Option<String>, Query, description = "Only this charger's"), ("userId" = Option<String>, Query, description = "Only this driver's"),
+        ("q" = Option<String>, Query, description = "Case-insensitive, anywhere in the station's id or name, the driver's id, the idTag"),
+        ("from" = Option<String>, Query, description = "Started at or after (RFC 3339)"), ("to" = Option<String>, Query, description = "Started before (RFC 3339)"),
+        ("limit" = Option<i64>, Query, description = "Default 100, at most 1000"), ("offset" = Option<i64>, Query, description = "Default 0"),),
+    responses(
+        (status = 200, description = "Every session, newest first", body = Paged<doc::Session>),
+        (status = 400, description = "An unknown status or a malformed time", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 /// `GET /api/admin/sessions/history?status=&chargerId=&userId=&q=&from=&to=`:
 /// every session, newest first. `q` matches the station's id or name, the
 /// driver's id and the idTag (case-insensitive, anywhere in them); `from`
@@ -102,17 +127,27 @@ fn transaction_id(id: &str) -> ApiResult<i64> {
 }
 
 /// One transaction as the console shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TransactionView {
     pub transaction: TransactionRecord,
     /// Its session as the REST API shows it, if it has one.
+    #[schema(value_type = Option<doc::Session>)]
     pub session: Option<Value>,
     /// Energy delivered (Wh), power (W) and battery level over time.
     pub series: Vec<MeterPoint>,
     pub anomalies: Vec<Anomaly>,
 }
 
+#[utoipa::path(get, path = "/api/admin/transactions/{id}", operation_id = "getTransaction", tag = "admin", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The OCPP transactionId")),
+    responses(
+        (status = 200, description = "The transaction, its session, its meter values as chart points and its anomalies", body = Data<TransactionView>),
+        (status = 400, description = "Not a whole number", body = doc::ErrorBody),
+        (status = 404, description = "No such transaction", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 /// `GET /api/admin/transactions/{id}`: the transaction, its session, its
 /// meter values as chart points and its anomalies (the latest 1,000).
 async fn transaction(
@@ -168,6 +203,15 @@ async fn transaction(
     Ok(ok(serde_json::to_value(view).map_err(anyhow::Error::from)?))
 }
 
+#[utoipa::path(get, path = "/api/admin/transactions/{id}/messages", operation_id = "listTransactionMessages", tag = "admin", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The OCPP transactionId"), ("limit" = Option<i64>, Query, description = "1 to 1000, default 500")),
+    responses(
+        (status = 200, description = "The frames its charger exchanged while it ran, oldest first", body = Data<Vec<crate::store::LoggedMessage>>),
+        (status = 400, description = "Not a whole number", body = doc::ErrorBody),
+        (status = 404, description = "No such transaction", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 /// `GET /api/admin/transactions/{id}/messages?limit=`: the frames its charger
 /// exchanged while it ran, oldest first: from a few seconds before the
 /// server received its StartTransaction to a few seconds after its last
@@ -214,14 +258,25 @@ pub struct WalletBalance {
 }
 
 /// A user with their idTags and wallets.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserView {
+    #[schema(value_type = doc::User)]
     pub user: Value,
+    #[schema(value_type = Vec<doc::IdTag>)]
     pub id_tags: Vec<Value>,
+    #[schema(value_type = Vec<doc::WalletBalance>)]
     pub wallets: Vec<WalletBalance>,
 }
 
+#[utoipa::path(get, path = "/api/admin/users/{id}", operation_id = "getUser", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "User id")),
+    responses(
+        (status = 200, description = "The user, their idTags and their wallets", body = Data<UserView>),
+        (status = 404, description = "No such user", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 /// `GET /api/admin/users/{id}`: the user, their idTags and their wallets.
 async fn user(
     State(state): State<AppState>,
@@ -265,7 +320,7 @@ async fn user(
 }
 
 /// One ledger entry of a user's wallet or hold.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LedgerLine {
     pub entry_id: i64,
@@ -277,13 +332,23 @@ pub struct LedgerLine {
     pub memo: Option<String>,
     pub wallet_address: String,
     /// `available` (the wallet) or `held`.
+    #[schema(value_type = String)]
     pub account: &'static str,
     pub currency: String,
     /// Signed: money in is positive.
+    #[schema(value_type = f64)]
     pub amount: Value,
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 
+#[utoipa::path(get, path = "/api/admin/users/{id}/ledger", operation_id = "listLedger", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "User id"), ("limit" = Option<i64>, Query, description = "Default 100, at most 1000"), ("offset" = Option<i64>, Query, description = "Default 0"),),
+    responses(
+        (status = 200, description = "The movements of the user's wallets and holds, newest first", body = Paged<LedgerLine>),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 /// `GET /api/admin/users/{id}/ledger`: the movements of the user's wallets
 /// and holds, newest first.
 async fn ledger(
@@ -321,6 +386,14 @@ async fn ledger(
     Ok(paged(&lines, movements.total, page))
 }
 
+#[utoipa::path(get, path = "/api/admin/payment-links", operation_id = "listPaymentLinks", tag = "admin", security(("bearer" = [])),
+    params(("status" = Option<String>, Query, description = "pending, paid, expired or failed"), ("userId" = Option<String>, Query, description = "Only this user's"), ("limit" = Option<i64>, Query, description = "Default 100, at most 1000"), ("offset" = Option<i64>, Query, description = "Default 0"),),
+    responses(
+        (status = 200, description = "Payment links, newest first", body = Paged<doc::PaymentLink>),
+        (status = 400, description = "An unknown status", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 /// `GET /api/admin/payment-links?status=&userId=`: newest first.
 async fn payment_links(
     State(state): State<AppState>,
@@ -337,6 +410,14 @@ async fn payment_links(
     Ok(paged(&items, links.total, page))
 }
 
+#[utoipa::path(get, path = "/api/admin/balance-checks", operation_id = "listBalanceChecks", tag = "admin", security(("bearer" = [])),
+    params(("status" = Option<String>, Query, description = "SUFFICIENT, INSUFFICIENT or ERROR"), ("userId" = Option<String>, Query, description = "Only this user's"), ("limit" = Option<i64>, Query, description = "Default 100, at most 1000"), ("offset" = Option<i64>, Query, description = "Default 0"),),
+    responses(
+        (status = 200, description = "Balance checks, newest first", body = Paged<doc::BalanceCheck>),
+        (status = 400, description = "An unknown status", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 /// `GET /api/admin/balance-checks?status=&userId=`: newest first.
 async fn balance_checks(
     State(state): State<AppState>,

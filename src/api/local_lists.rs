@@ -4,6 +4,7 @@
 
 use super::error::{ok, paged, ApiError, ApiResult};
 use super::extract::{AdminUser, Body, Fields, Query};
+use super::openapi::{self as doc, Data, Paged};
 use crate::ocpp::time::format_ms;
 use crate::state::AppState;
 use crate::store::LocalListRecord;
@@ -22,8 +23,12 @@ pub fn router() -> Router<AppState> {
         .route("/api/admin/local-lists", get(list_local_lists))
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(put_local_list, get_local_list, list_local_lists))]
+pub(crate) struct Doc;
+
 /// `PUT /api/admin/stations/:id/local-list`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LocalListRequest {
     /// true: the server manages the charger's list (asks the charger whether
@@ -45,7 +50,7 @@ impl LocalListRequest {
 }
 
 /// A charger's list as the server keeps it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LocalListView {
     pub charger_id: String,
@@ -60,7 +65,9 @@ pub struct LocalListView {
     /// failed or not_supported.
     pub sync_state: String,
     pub last_error: Option<String>,
+    #[schema(format = DateTime)]
     pub synced_at: Option<String>,
+    #[schema(format = DateTime)]
     pub updated_at: String,
 }
 
@@ -87,6 +94,18 @@ fn view(l: &LocalListRecord) -> Json<Value> {
     ok(serde_json::to_value(LocalListView::from(l)).unwrap_or(Value::Null))
 }
 
+#[utoipa::path(put, path = "/api/admin/stations/{id}/local-list", operation_id = "putLocalList", tag = "local lists", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The charger's OCPP identity")),
+    request_body(content = LocalListRequest, example = json!({"enabled": true})),
+    responses(
+        (status = 200, description = "Enabled: the charger's LocalAuthListEnabled and lengths read with GetConfiguration, the full list sent; or disabled", body = Data<LocalListView>),
+        (status = 400, description = "`enabled` missing or not a boolean", body = doc::ErrorBody),
+        (status = 404, description = "Unknown charger", body = doc::ErrorBody),
+        (status = 409, description = "`CHARGER_OFFLINE`, or `LOCAL_LIST_NOT_SUPPORTED`", body = doc::ErrorBody),
+        (status = 504, description = "The charger did not answer in time", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 async fn put_local_list(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -98,6 +117,14 @@ async fn put_local_list(
     Ok(view(&list))
 }
 
+#[utoipa::path(get, path = "/api/admin/stations/{id}/local-list", operation_id = "getLocalList", tag = "local lists", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The charger's OCPP identity")),
+    responses(
+        (status = 200, description = "The charger's list version, size and sync state", body = Data<LocalListView>),
+        (status = 404, description = "No list kept for this charger", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 async fn get_local_list(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -111,6 +138,13 @@ async fn get_local_list(
     Ok(view(&list))
 }
 
+#[utoipa::path(get, path = "/api/admin/local-lists", operation_id = "listLocalLists", tag = "local lists", security(("bearer" = [])),
+    params(("limit" = Option<i64>, Query, description = "Default 100, at most 1000"), ("offset" = Option<i64>, Query, description = "Default 0"),),
+    responses(
+        (status = 200, description = "Every kept list's version and sync state, by charger", body = Paged<LocalListView>),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 /// `GET /api/admin/local-lists?limit=&offset=`: every charger's version and
 /// sync state, by charger.
 async fn list_local_lists(

@@ -44,6 +44,11 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(super::events::Doc::openapi());
     doc.merge(super::admin::Doc::openapi());
     doc.merge(super::payments::Doc::openapi());
+    doc.merge(super::reservations::Doc::openapi());
+    doc.merge(super::profiles::Doc::openapi());
+    doc.merge(super::local_lists::Doc::openapi());
+    doc.merge(super::console_api::Doc::openapi());
+    doc.merge(super::console::Doc::openapi());
     doc.merge(crate::charger::handshake::Doc::openapi());
     doc.merge(ReferenceDoc::openapi());
     Envelope.modify(&mut doc);
@@ -68,10 +73,13 @@ pub fn document() -> utoipa::openapi::OpenApi {
         (name = "driver", description = "A driver's own charging sessions"),
         (name = "payments", description = "Sessions paid after a balance check, payment links, wallets"),
         (name = "admin", description = "Operators (role admin): stations, chargers, users, idTags, commands"),
+        (name = "reservations", description = "Reservations kept by the server: ReserveNow, CancelReservation, use and expiry"),
+        (name = "charging profiles", description = "Charging profiles kept by the server and re-sent after a reboot or reconnect"),
+        (name = "local lists", description = "Local authorization lists kept in step with idTags"),
         (name = "events", description = "Live Server-Sent Events"),
         (name = "operating", description = "Probes, metrics and this document"),
         (name = "ocpp", description = "The OCPP 1.6J WebSocket endpoint for chargers"),
-        (name = "pages", description = "HTML pages for people: the pay page"),
+        (name = "pages", description = "HTML pages for people: the operator console and the pay page"),
     ),
     modifiers(&BearerScheme),
 )]

@@ -258,7 +258,7 @@ async fn stop(State(state): State<AppState>, user: AuthUser, Body(body): Body) -
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/user/{user_id}/balance-checks", operation_id = "listBalanceChecks", tag = "payments", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/user/{user_id}/balance-checks", operation_id = "listUserBalanceChecks", tag = "payments", security(("bearer" = [])),
     params(("user_id" = String, Path, description = "The token's user (an admin may ask for anyone)")),
     responses(
         (status = 200, description = "The user's balance checks, newest first", body = Data<Vec<doc::BalanceCheck>>),

@@ -4,6 +4,7 @@
 
 use super::error::{ok, ApiError, ApiResult};
 use super::extract::{AdminUser, Body, Fields, Query, MAX_CONNECTOR};
+use super::openapi::{self as doc, Data};
 use crate::engine::profiles::ProfileRequest;
 use crate::ocpp::time::format_ms;
 use crate::state::AppState;
@@ -31,8 +32,17 @@ pub fn router() -> Router<AppState> {
         )
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    create_charging_profile,
+    list_charging_profiles,
+    clear_charging_profile,
+    composite_schedule
+))]
+pub(crate) struct Doc;
+
 /// `POST /api/admin/stations/:id/charging-profiles`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChargingProfileRequest {
     /// 0 is the whole charger.
@@ -41,6 +51,7 @@ pub struct ChargingProfileRequest {
     /// allocates it): stackLevel, chargingProfilePurpose,
     /// chargingProfileKind, chargingSchedule, and transactionId for a
     /// TxProfile.
+    #[schema(value_type = Object)]
     pub charging_profile: serde_json::Map<String, Value>,
 }
 
@@ -78,7 +89,7 @@ impl ChargingProfileRequest {
 }
 
 /// A stored profile with the charger's answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChargingProfileView {
     /// The OCPP chargingProfileId.
@@ -93,9 +104,13 @@ pub struct ChargingProfileView {
     /// pending (not answered yet), accepted, rejected, not_supported or failed.
     pub status: String,
     pub last_error: Option<String>,
+    #[schema(format = DateTime)]
     pub sent_at: Option<String>,
+    #[schema(format = DateTime)]
     pub answered_at: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
 }
 
@@ -127,6 +142,19 @@ fn to_json<T: Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
+#[utoipa::path(post, path = "/api/admin/stations/{id}/charging-profiles", operation_id = "setChargingProfile", tag = "charging profiles", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The charger's OCPP identity")),
+    request_body(content = ChargingProfileRequest, example = json!({"connectorId": 0, "chargingProfile": {"stackLevel": 0,
+        "chargingProfilePurpose": "ChargePointMaxProfile", "chargingProfileKind": "Absolute",
+        "chargingSchedule": {"chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16}]}}})),
+    responses(
+        (status = 201, description = "Stored and sent; the charger's answer in `status`", body = Data<ChargingProfileView>),
+        (status = 202, description = "Stored, `pending`: the charger is offline or did not answer; sent when it is back", body = Data<ChargingProfileView>),
+        (status = 400, description = "Not a valid csChargingProfiles (checked against the SetChargingProfile schema), a bad connector", body = doc::ErrorBody),
+        (status = 404, description = "Unknown charger", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 /// 201 with the charger's answer in `status`, or 202 with `status: pending`
 /// when the charger is offline or did not answer: the profile is kept and
 /// sent when the charger is back.
@@ -153,6 +181,14 @@ async fn create_charging_profile(
     Ok((status, ok(to_json(&ChargingProfileView::from(&profile)))))
 }
 
+#[utoipa::path(get, path = "/api/admin/stations/{id}/charging-profiles", operation_id = "listChargingProfiles", tag = "charging profiles", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The charger's OCPP identity")),
+    responses(
+        (status = 200, description = "The charger's stored profiles with the charger's answers", body = Data<Vec<ChargingProfileView>>),
+        (status = 404, description = "Unknown charger", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 async fn list_charging_profiles(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -164,7 +200,7 @@ async fn list_charging_profiles(
 }
 
 /// What `DELETE …/charging-profiles/:profileId` answers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClearedProfileView {
     pub profile: ChargingProfileView,
@@ -172,6 +208,16 @@ pub struct ClearedProfileView {
     pub charger_answer: String,
 }
 
+#[utoipa::path(delete, path = "/api/admin/stations/{id}/charging-profiles/{profile_id}", operation_id = "clearChargingProfile", tag = "charging profiles", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The charger's OCPP identity"), ("profile_id" = i64, Path, description = "The OCPP chargingProfileId")),
+    responses(
+        (status = 200, description = "ClearChargingProfile sent and the profile removed", body = Data<ClearedProfileView>),
+        (status = 404, description = "No such profile", body = doc::ErrorBody),
+        (status = 409, description = "The charger is offline; nothing changed", body = doc::ErrorBody),
+        (status = 504, description = "The charger did not answer in time; nothing changed", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 async fn clear_charging_profile(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -187,6 +233,17 @@ async fn clear_charging_profile(
     })))
 }
 
+#[utoipa::path(get, path = "/api/admin/stations/{id}/composite-schedule", operation_id = "getCompositeSchedule", tag = "charging profiles", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The charger's OCPP identity"), ("connectorId" = i64, Query, description = "0 to 1000"), ("duration" = i64, Query, description = "Seconds, 1 to 604800"),
+        ("chargingRateUnit" = Option<String>, Query, description = "A or W")),
+    responses(
+        (status = 200, description = "GetCompositeSchedule sent; the charger's answer", body = Data<Object>),
+        (status = 400, description = "A missing or bad parameter", body = doc::ErrorBody),
+        (status = 409, description = "The charger is offline", body = doc::ErrorBody),
+        (status = 504, description = "The charger did not answer in time", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 /// `GET …/composite-schedule?connectorId=&duration=&chargingRateUnit=`:
 /// GetCompositeSchedule, and the charger's answer as `data`.
 async fn composite_schedule(

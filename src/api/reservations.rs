@@ -6,6 +6,7 @@
 
 use super::error::{ok, paged, ApiError, ApiResult};
 use super::extract::{AdminUser, AuthUser, Body, Fields, Query, MAX_CONNECTOR};
+use super::openapi::{self as doc, Data, Paged};
 use crate::engine::reservations::{ReserveRequest, MAX_RESERVATION_HOURS};
 use crate::engine::service::{ocpp_connector_number, Caller};
 use crate::ocpp::time::format_ms;
@@ -39,6 +40,19 @@ pub fn router() -> Router<AppState> {
         )
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    admin_create_reservation,
+    admin_list_reservations,
+    admin_get_reservation,
+    admin_cancel_reservation,
+    driver_create_reservation,
+    driver_list_reservations,
+    driver_get_reservation,
+    driver_cancel_reservation
+))]
+pub(crate) struct Doc;
+
 /// Every status a reservation can have.
 const STATUSES: [&str; 9] = [
     "pending",
@@ -53,7 +67,7 @@ const STATUSES: [&str; 9] = [
 ];
 
 /// `POST /api/admin/reservations`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AdminReservationRequest {
     pub charger_id: String,
@@ -61,6 +75,7 @@ pub struct AdminReservationRequest {
     pub connector_id: i64,
     pub id_tag: String,
     /// RFC 3339, in the future, at most 24 hours ahead.
+    #[schema(format = DateTime)]
     pub expiry_date: String,
 }
 
@@ -85,11 +100,12 @@ impl AdminReservationRequest {
 }
 
 /// `POST /api/charging/reservations`: the driver's own idTag is used.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DriverReservationRequest {
     pub station_id: String,
     /// 1 to 1000 (`"connector-1"` is read as 1).
+    #[schema(value_type = doc::ConnectorRef)]
     pub connector_id: i64,
     /// How long the connector is held, 1 to 1440.
     pub minutes: i64,
@@ -128,7 +144,7 @@ impl DriverReservationRequest {
 }
 
 /// A reservation as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReservationView {
     /// The OCPP reservationId.
@@ -137,13 +153,16 @@ pub struct ReservationView {
     pub connector_id: i64,
     pub id_tag: String,
     pub user_id: Option<String>,
+    #[schema(format = DateTime)]
     pub expiry_date: String,
     /// pending, accepted, faulted, occupied, rejected, unavailable, used,
     /// cancelled or expired.
     pub status: String,
     /// The transaction that used it.
     pub transaction_id: Option<i64>,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
 }
 
@@ -184,6 +203,17 @@ fn status_filter(query: &Query) -> ApiResult<Option<&str>> {
     }
 }
 
+#[utoipa::path(post, path = "/api/admin/reservations", operation_id = "createReservation", tag = "reservations", security(("bearer" = [])),
+    request_body(content = AdminReservationRequest, example = json!({"chargerId": "CP001", "connectorId": 1, "idTag": "RFID0042", "expiryDate": "2027-01-01T12:00:00Z"})),
+    responses(
+        (status = 201, description = "Allocated a reservationId, sent ReserveNow, the charger accepted", body = Data<ReservationView>),
+        (status = 400, description = "Invalid input (an expiry in the past or over 24 hours ahead, a bad connector)", body = doc::ErrorBody),
+        (status = 404, description = "Unknown charger or idTag", body = doc::ErrorBody),
+        (status = 409, description = "`CHARGER_OFFLINE`; `CONNECTOR_RESERVED` (a live reservation holds it, nothing sent); `CHARGER_REJECTED` with `details.reservationId` and `details.status` (faulted, occupied, rejected, unavailable), the refusal kept", body = doc::ErrorBody),
+        (status = 504, description = "No answer in time: the reservation stays `pending` (the charger may hold it) until cancelled or expired", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 async fn admin_create_reservation(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -205,6 +235,14 @@ async fn admin_create_reservation(
     Ok((StatusCode::CREATED, view(&reservation)))
 }
 
+#[utoipa::path(get, path = "/api/admin/reservations", operation_id = "listReservations", tag = "reservations", security(("bearer" = [])),
+    params(("chargerId" = Option<String>, Query, description = "Only this charger's"), ("userId" = Option<String>, Query, description = "Only this user's"), ("status" = Option<String>, Query, description = "pending, accepted, faulted, occupied, rejected, unavailable, used, cancelled or expired"), ("limit" = Option<i64>, Query, description = "Default 100, at most 1000"), ("offset" = Option<i64>, Query, description = "Default 0"),),
+    responses(
+        (status = 200, description = "Reservations, newest first", body = Paged<ReservationView>),
+        (status = 400, description = "An unknown status", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 /// `GET /api/admin/reservations?chargerId=&userId=&status=&limit=&offset=`, newest first.
 async fn admin_list_reservations(
     State(state): State<AppState>,
@@ -226,6 +264,14 @@ async fn admin_list_reservations(
     Ok(paged(&items, list.total, page))
 }
 
+#[utoipa::path(get, path = "/api/admin/reservations/{id}", operation_id = "getReservation", tag = "reservations", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The OCPP reservationId")),
+    responses(
+        (status = 200, description = "One reservation", body = Data<ReservationView>),
+        (status = 404, description = "No such reservation", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 async fn admin_get_reservation(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
@@ -238,6 +284,16 @@ async fn admin_get_reservation(
     Ok(view(&r))
 }
 
+#[utoipa::path(delete, path = "/api/admin/reservations/{id}", operation_id = "cancelReservation", tag = "reservations", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The OCPP reservationId")),
+    responses(
+        (status = 200, description = "CancelReservation sent; `cancelled`", body = Data<ReservationView>),
+        (status = 404, description = "No such reservation", body = doc::ErrorBody),
+        (status = 409, description = "Over already (used, cancelled, expired, refused), or the charger is offline", body = doc::ErrorBody),
+        (status = 504, description = "The charger did not answer in time; nothing changed", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin", body = doc::ErrorBody),
+    ))]
 async fn admin_cancel_reservation(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
@@ -250,6 +306,16 @@ async fn admin_cancel_reservation(
     Ok(view(&r))
 }
 
+#[utoipa::path(post, path = "/api/charging/reservations", operation_id = "reserve", tag = "reservations", security(("bearer" = [])),
+    request_body(content = DriverReservationRequest, example = json!({"stationId": "CP001", "connectorId": "connector-1", "minutes": 30})),
+    responses(
+        (status = 201, description = "Reserved with the driver's own idTag (one is made if they have none)", body = Data<ReservationView>),
+        (status = 400, description = "Invalid input (an expiry in the past or over 24 hours ahead, a bad connector)", body = doc::ErrorBody),
+        (status = 404, description = "Unknown charger or idTag", body = doc::ErrorBody),
+        (status = 409, description = "`CHARGER_OFFLINE`; `CONNECTOR_RESERVED` (a live reservation holds it, nothing sent); `CHARGER_REJECTED` with `details.reservationId` and `details.status` (faulted, occupied, rejected, unavailable), the refusal kept", body = doc::ErrorBody),
+        (status = 504, description = "No answer in time: the reservation stays `pending` (the charger may hold it) until cancelled or expired", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+    ))]
 async fn driver_create_reservation(
     State(state): State<AppState>,
     user: AuthUser,
@@ -268,6 +334,13 @@ async fn driver_create_reservation(
     Ok((StatusCode::CREATED, view(&reservation)))
 }
 
+#[utoipa::path(get, path = "/api/charging/reservations", operation_id = "listMyReservations", tag = "reservations", security(("bearer" = [])),
+    params(("status" = Option<String>, Query, description = "pending, accepted, faulted, occupied, rejected, unavailable, used, cancelled or expired"), ("limit" = Option<i64>, Query, description = "Default 50, at most 100"), ("offset" = Option<i64>, Query, description = "Default 0"),),
+    responses(
+        (status = 200, description = "The driver's own reservations, newest first", body = Paged<ReservationView>),
+        (status = 400, description = "An unknown status", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+    ))]
 /// `GET /api/charging/reservations?status=&limit=&offset=`: the caller's own.
 async fn driver_list_reservations(
     State(state): State<AppState>,
@@ -293,6 +366,14 @@ fn driver(user: &AuthUser) -> Caller {
     }
 }
 
+#[utoipa::path(get, path = "/api/charging/reservations/{id}", operation_id = "getMyReservation", tag = "reservations", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The OCPP reservationId")),
+    responses(
+        (status = 200, description = "One of the driver's reservations", body = Data<ReservationView>),
+        (status = 403, description = "Another user's", body = doc::ErrorBody),
+        (status = 404, description = "No such reservation", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+    ))]
 async fn driver_get_reservation(
     State(state): State<AppState>,
     user: AuthUser,
@@ -305,6 +386,16 @@ async fn driver_get_reservation(
     Ok(view(&r))
 }
 
+#[utoipa::path(delete, path = "/api/charging/reservations/{id}", operation_id = "cancelMyReservation", tag = "reservations", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The OCPP reservationId")),
+    responses(
+        (status = 200, description = "CancelReservation sent; `cancelled`", body = Data<ReservationView>),
+        (status = 403, description = "Another user's", body = doc::ErrorBody),
+        (status = 404, description = "No such reservation", body = doc::ErrorBody),
+        (status = 409, description = "Over already, or the charger is offline", body = doc::ErrorBody),
+        (status = 504, description = "The charger did not answer in time; nothing changed", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
+    ))]
 async fn driver_cancel_reservation(
     State(state): State<AppState>,
     user: AuthUser,

@@ -258,7 +258,7 @@ pub fn final_energy_wh(meter_start: i64, meter_stop: i64) -> f64 {
 /// One point of a transaction's chart: energy delivered so far (the whole
 /// meter's register − meterStart), power (the whole meter's, or its phases
 /// summed when only those were sampled) and battery level, at one moment.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MeterPoint {
     pub at: DateTime<Utc>,
