@@ -864,6 +864,8 @@ fn encode(result: &Result<Value, CommandError>) -> (&'static str, String) {
             "Rejected",
             json!({"code": code, "description": description, "details": details}).to_string(),
         ),
+        Err(CommandError::InvalidResponse(why)) => ("InvalidResponse", why.clone()),
+        // Checked before a command leaves its first node; never sent on.
         Err(e) => ("InvalidResponse", e.to_string()),
     }
 }
