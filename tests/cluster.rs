@@ -17,24 +17,34 @@ fn fast(config: &mut csms::config::Config) {
     config.node_timeout = Duration::from_secs(2);
 }
 
-/// Two in-process nodes on one fresh PostgreSQL database, or `None` where
-/// PostgreSQL is not available outside CI.
+/// `n` in-process nodes on one fresh PostgreSQL database (the first owns
+/// it), or `None` where PostgreSQL is not available outside CI.
+async fn nodes(
+    n: usize,
+    adjust: impl Fn(&mut csms::config::Config) + Copy,
+) -> Option<Vec<TestServer>> {
+    common::postgres_url()?;
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let others: Vec<TestDatabase> = (1..n).map(|_| db.same()).collect();
+    let mut servers = Vec::new();
+    for db in std::iter::once(db).chain(others) {
+        servers.push(
+            TestServer::start_on(db, |c| {
+                fast(c);
+                adjust(c)
+            })
+            .await,
+        );
+    }
+    Some(servers)
+}
+
 async fn two_nodes(
     adjust: impl Fn(&mut csms::config::Config) + Copy,
 ) -> Option<(TestServer, TestServer)> {
-    common::postgres_url()?;
-    let db = TestDatabase::new(Backend::Postgres).await;
-    let second = db.same();
-    let a = TestServer::start_on(db, |c| {
-        fast(c);
-        adjust(c)
-    })
-    .await;
-    let b = TestServer::start_on(second, |c| {
-        fast(c);
-        adjust(c)
-    })
-    .await;
+    let mut servers = nodes(2, adjust).await?;
+    let b = servers.pop()?;
+    let a = servers.pop()?;
     Some((a, b))
 }
 
@@ -130,6 +140,36 @@ async fn a_command_sent_through_another_node_reaches_the_charger_and_returns_its
         "{body}"
     );
 
+    // More commands than the charger's queue holds: `Busy` comes back
+    // through node B; the rest are lost with the connection.
+    let sent: Vec<_> = (0..40)
+        .map(|_| command(&b, "CP-A", "ClearCache", json!({})))
+        .collect();
+    let (_, action, _) = charger.expect_call().await;
+    assert_eq!(action, "ClearCache");
+    until(
+        "a command is refused as busy",
+        Duration::from_secs(10),
+        || async { sent.iter().any(|s| s.is_finished()) },
+    )
+    .await;
+    charger.close().await;
+    let mut codes = Vec::new();
+    for s in sent {
+        let (status, body) = s.await.unwrap();
+        codes.push((status, body["code"].as_str().unwrap_or("").to_owned()));
+    }
+    assert!(
+        codes.contains(&(409, "CHARGER_BUSY".to_owned())),
+        "{codes:?}"
+    );
+    assert!(
+        codes
+            .iter()
+            .all(|c| c.1 == "CHARGER_BUSY" || c.1 == "CHARGER_DISCONNECTED"),
+        "{codes:?}"
+    );
+
     // Offline only when no node holds it.
     let sent = command(&b, "CP-NOWHERE", "ClearCache", json!({}));
     let (status, body) = sent.await.unwrap();
@@ -138,7 +178,6 @@ async fn a_command_sent_through_another_node_reaches_the_charger_and_returns_its
         (409, Some("CHARGER_OFFLINE")),
         "{body}"
     );
-    charger.close().await;
     until(
         "node B sees the charger gone",
         Duration::from_secs(10),
@@ -275,6 +314,40 @@ async fn a_charger_reconnecting_to_another_node_is_taken_over_and_the_old_socket
     );
     b.stop().await;
     a.stop().await;
+}
+
+/// Three nodes: a charger moves from node A to node B while node C sends it
+/// commands; each reaches it where it is, none is answered by the node that
+/// lost it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_from_a_third_node_follow_a_charger_that_moved() {
+    let Some(servers) = nodes(3, |_| {}).await else {
+        return;
+    };
+    let (a, b, c) = (&servers[0], &servers[1], &servers[2]);
+    let mut charger = a.booted_charger("CP-M").await;
+    let sent = command(c, "CP-M", "ClearCache", json!({}));
+    let (id, _, _) = charger.expect_call().await;
+    charger.reply(&id, json!({"status": "Accepted"})).await;
+    assert_eq!(sent.await.unwrap().0, 200);
+
+    let mut moved = TestCharger::connect(&b.ws_url("CP-M")).await;
+    assert_eq!(charger.try_next_frame(Duration::from_secs(5)).await, None);
+    for round in 0..3 {
+        let sent = command(c, "CP-M", "ClearCache", json!({}));
+        let (id, action, _) = moved.expect_call().await;
+        assert_eq!(action, "ClearCache");
+        moved.reply(&id, json!({"status": "Accepted"})).await;
+        let (status, body) = sent.await.unwrap();
+        assert_eq!(status, 200, "round {round}: {body}");
+    }
+    for server in [a, b, c] {
+        assert_eq!(connected(server, "CP-M").await, true);
+    }
+    assert!(!a.state.registry.is_connected("CP-M"));
+    for server in servers.into_iter().rev() {
+        server.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
