@@ -288,7 +288,14 @@ impl Registry {
         }
         match &self.cluster {
             Cluster::Single => Ok(None),
-            Cluster::Postgres(cluster) => Ok(cluster.locate(charger_id).await?.map(|l| l.info)),
+            // This node's own registry is the word on its own chargers (a
+            // row left by a disconnect that could not be recorded says
+            // nothing).
+            Cluster::Postgres(cluster) => Ok(cluster
+                .locate(charger_id)
+                .await?
+                .filter(|l| l.node_id != cluster.node_id())
+                .map(|l| l.info)),
         }
     }
 
@@ -332,7 +339,14 @@ impl Registry {
         }
         crate::ocpp::schema::validate_request(action, &payload)
             .map_err(CommandError::InvalidRequest)?;
-        let sender = self.lock().live.get(charger_id).map(|l| l.commands.clone());
+        // A connection taken over by another node is not asked: the
+        // charger is there now.
+        let sender = self
+            .lock()
+            .live
+            .get(charger_id)
+            .filter(|l| !l.fenced.load(Ordering::Acquire))
+            .map(|l| l.commands.clone());
         match (sender, &self.cluster) {
             (Some(sender), _) => Self::send_local(sender, action, payload).await,
             (None, Cluster::Single) => Err(CommandError::Offline),
