@@ -350,6 +350,50 @@ async fn commands_from_a_third_node_follow_a_charger_that_moved() {
     }
 }
 
+/// Chargers leaving one node all at once (a network cut) are all shown
+/// disconnected on the others: their disconnects are recorded in batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chargers_leaving_a_node_at_once_are_shown_disconnected_everywhere() {
+    let Some((a, b)) = two_nodes(|_| {}).await else {
+        return;
+    };
+    let mut chargers = Vec::new();
+    for n in 0..150 {
+        chargers.push(a.booted_charger(&format!("CP-X{n:03}")).await);
+    }
+    until("node B sees them all", Duration::from_secs(20), || async {
+        for n in [0, 75, 149] {
+            if connected(&b, &format!("CP-X{n:03}")).await != true {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    drop(chargers); // every socket dropped at once, without a close handshake
+    until(
+        "node A lets them all go",
+        Duration::from_secs(20),
+        || async { a.state.registry.count() == 0 },
+    )
+    .await;
+    eventually(
+        "every charger disconnected on node B",
+        Duration::from_secs(20),
+        || async {
+            for n in 0..150 {
+                if connected(&b, &format!("CP-X{n:03}")).await != false {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    b.stop().await;
+    a.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_events_of_one_node_reach_the_streams_of_another() {
     let Some((a, b)) = two_nodes(|_| {}).await else {

@@ -250,9 +250,7 @@ impl Registry {
     /// on a single node).
     pub async fn detach(&self, attachment: &Attachment) {
         if let Cluster::Postgres(cluster) = &self.cluster {
-            cluster
-                .record_disconnect(&attachment.charger_id, attachment.epoch)
-                .await;
+            cluster.record_disconnect(&attachment.charger_id, attachment.epoch);
         }
     }
 

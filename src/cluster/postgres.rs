@@ -7,7 +7,7 @@
 //! statement that notifies is an autocommit statement of its own.
 //!
 //! Two channels: `csms_cluster`, heard by every node (presence changes
-//! `p EPOCH\tNODE\tCHARGER`, releases `r CHARGER`, events `e NODE IDS`,
+//! `p EPOCH\tNODE\tCHARGER`, releases `r CHARGER\tCHARGER…`, events `e NODE IDS`,
 //! listener counts `l`), and `csms_node_{id}`, this node's own (commands
 //! to send `c ID`, answers to collect `a ID`). Payloads carry ids, never
 //! the command or event itself. A notification sent while the `LISTEN`
@@ -69,6 +69,9 @@ pub struct PgCluster {
     rounds: Mutex<HashMap<String, u64>>,
     tasks: Mutex<Vec<AbortHandle>>,
     commands_routed: AtomicU64,
+    /// Ended connections (charger, epoch) to record, in batches.
+    disconnects: mpsc::UnboundedSender<(String, i64)>,
+    disconnected: Mutex<Option<mpsc::UnboundedReceiver<(String, i64)>>>,
 }
 
 fn millis(d: Duration) -> i64 {
@@ -85,12 +88,15 @@ impl PgCluster {
         let pool = PgPoolOptions::new()
             // The listener, the heartbeat, and commands and presence
             // changes in flight.
-            .max_connections(12)
-            .acquire_timeout(Duration::from_secs(2))
+            .max_connections(16)
+            // Long enough for a reconnect storm's presence writes to queue
+            // for a connection rather than fail.
+            .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await
             .context("connecting to PostgreSQL for the cluster")?;
         let node_id = uuid::Uuid::new_v4().simple().to_string();
+        let (disconnects, disconnected) = mpsc::unbounded_channel();
         sqlx::query("INSERT INTO cluster_nodes (node_id) VALUES ($1)")
             .bind(&node_id)
             .execute(&pool)
@@ -108,6 +114,8 @@ impl PgCluster {
             rounds: Default::default(),
             tasks: Default::default(),
             commands_routed: AtomicU64::new(0),
+            disconnects,
+            disconnected: Mutex::new(Some(disconnected)),
         })
     }
 
@@ -147,6 +155,15 @@ impl PgCluster {
             tokio::spawn(self.clone().forward_events(forwarded)),
             tokio::spawn(self.clone().fetch_events(to_fetch, events)),
             tokio::spawn(self.clone().prune()),
+            tokio::spawn(
+                self.clone().record_disconnects(
+                    self.disconnected
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .take()
+                        .expect("a node starts once"),
+                ),
+            ),
         ];
         self.tasks
             .lock()
@@ -298,20 +315,64 @@ impl PgCluster {
     }
 
     /// Records that a connection ended (if it is still the charger's latest)
-    /// and tells a node taking the charger over that this one let go.
-    pub async fn record_disconnect(&self, charger_id: &str, epoch: i64) {
-        let result = sqlx::query(
-            "WITH gone AS (UPDATE charger_presence SET node_id = NULL \
-                           WHERE charger_id = $1 AND epoch = $2 AND node_id = $3 RETURNING 1) \
-             SELECT pg_notify('csms_cluster', 'r ' || $1)",
-        )
-        .bind(charger_id)
-        .bind(epoch)
-        .bind(&self.node_id)
-        .execute(&self.pool)
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(charger = %charger_id, "disconnect not recorded with the cluster: {e}");
+    /// and tells a node taking the charger over that this one let go. Queued:
+    /// a thousand chargers dropping at once become a few statements, and a
+    /// failed one is tried again rather than leaving a charger shown
+    /// connected.
+    pub fn record_disconnect(&self, charger_id: &str, epoch: i64) {
+        let _ = self.disconnects.send((charger_id.to_owned(), epoch));
+    }
+
+    /// Writes queued disconnects, as many per statement as one release
+    /// notice can name (its payload stays under PostgreSQL's 8,000 bytes).
+    async fn record_disconnects(
+        self: Arc<Self>,
+        mut queue: mpsc::UnboundedReceiver<(String, i64)>,
+    ) {
+        let mut carried: Option<(String, i64)> = None;
+        loop {
+            let first = match carried.take() {
+                Some(d) => d,
+                None => match queue.recv().await {
+                    Some(d) => d,
+                    None => return,
+                },
+            };
+            let mut bytes = first.0.len() + 1;
+            let (mut ids, mut epochs) = (vec![first.0], vec![first.1]);
+            while let Ok(next) = queue.try_recv() {
+                if bytes + next.0.len() + 1 > 7_000 {
+                    carried = Some(next);
+                    break;
+                }
+                bytes += next.0.len() + 1;
+                ids.push(next.0);
+                epochs.push(next.1);
+            }
+            loop {
+                let written = sqlx::query(
+                    "WITH gone AS (UPDATE charger_presence p SET node_id = NULL \
+                                   FROM UNNEST($1::text[], $2::bigint[]) AS g(charger_id, epoch) \
+                                   WHERE p.charger_id = g.charger_id AND p.epoch = g.epoch AND p.node_id = $3 \
+                                   RETURNING 1) \
+                     SELECT pg_notify('csms_cluster', 'r ' || array_to_string($1::text[], E'\\t'))",
+                )
+                .bind(&ids)
+                .bind(&epochs)
+                .bind(&self.node_id)
+                .execute(&self.pool)
+                .await;
+                match written {
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(
+                            chargers = ids.len(),
+                            "disconnects not recorded yet, retrying: {e}"
+                        );
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
         }
     }
 
@@ -623,13 +684,11 @@ impl PgCluster {
                 }
             }
             "r" => {
-                let waiters = self
-                    .releases
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(rest);
-                for w in waiters.into_iter().flatten() {
-                    let _ = w.send(());
+                let mut releases = self.releases.lock().unwrap_or_else(|e| e.into_inner());
+                for charger in rest.split('\t') {
+                    for w in releases.remove(charger).into_iter().flatten() {
+                        let _ = w.send(());
+                    }
                 }
             }
             "e" => {
