@@ -41,6 +41,22 @@ const KEEP_COMMANDS: Duration = Duration::from_secs(600);
 /// How often old events and commands are deleted (by one node).
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
+/// Connections recorded per statement.
+const CONNECT_BATCH: usize = 500;
+
+/// A connection to record, and where its epoch goes.
+struct ConnectRequest {
+    info: ConnectionInfo,
+    reply: oneshot::Sender<Option<Recorded>>,
+}
+
+/// A recorded connection: its epoch and the node that held the charger before.
+struct Recorded {
+    epoch: i64,
+    prev_node: Option<String>,
+    prev_alive: bool,
+}
+
 /// Where a charger is connected, as the other nodes see it.
 #[derive(Debug, Clone)]
 pub struct Located {
@@ -72,6 +88,9 @@ pub struct PgCluster {
     /// Ended connections (charger, epoch) to record, in batches.
     disconnects: mpsc::UnboundedSender<(String, i64)>,
     disconnected: Mutex<Option<mpsc::UnboundedReceiver<(String, i64)>>>,
+    /// Accepted connections to record, in batches.
+    connects: mpsc::UnboundedSender<ConnectRequest>,
+    connected: Mutex<Option<mpsc::UnboundedReceiver<ConnectRequest>>>,
 }
 
 fn millis(d: Duration) -> i64 {
@@ -97,6 +116,7 @@ impl PgCluster {
             .context("connecting to PostgreSQL for the cluster")?;
         let node_id = uuid::Uuid::new_v4().simple().to_string();
         let (disconnects, disconnected) = mpsc::unbounded_channel();
+        let (connects, connected) = mpsc::unbounded_channel();
         sqlx::query("INSERT INTO cluster_nodes (node_id) VALUES ($1)")
             .bind(&node_id)
             .execute(&pool)
@@ -116,6 +136,8 @@ impl PgCluster {
             commands_routed: AtomicU64::new(0),
             disconnects,
             disconnected: Mutex::new(Some(disconnected)),
+            connects,
+            connected: Mutex::new(Some(connected)),
         })
     }
 
@@ -155,6 +177,15 @@ impl PgCluster {
             tokio::spawn(self.clone().forward_events(forwarded)),
             tokio::spawn(self.clone().fetch_events(to_fetch, events)),
             tokio::spawn(self.clone().prune()),
+            tokio::spawn(
+                self.clone().record_connects(
+                    self.connected
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .take()
+                        .expect("a node starts once"),
+                ),
+            ),
             tokio::spawn(
                 self.clone().record_disconnects(
                     self.disconnected
@@ -248,6 +279,9 @@ impl PgCluster {
     /// until it has let go, so its message in hand is finished before this
     /// connection reads one. Returns the epoch (0 if it could not be
     /// recorded: the connection then serves unfenced, as a single node).
+    ///
+    /// Connections accepted together (a reconnect storm) are recorded
+    /// together, up to [`CONNECT_BATCH`] per statement.
     pub async fn record_connect(&self, info: &ConnectionInfo) -> i64 {
         let charger_id = &info.charger_id;
         let (released_tx, released) = oneshot::channel();
@@ -257,51 +291,123 @@ impl PgCluster {
             .entry(charger_id.clone())
             .or_default()
             .push(released_tx);
-        let recorded = sqlx::query(
-            "WITH prev AS (SELECT node_id FROM charger_presence WHERE charger_id = $1), \
-             up AS (INSERT INTO charger_presence (charger_id, node_id, epoch, connected_at, remote_addr, subprotocol) \
-                    VALUES ($1, $2, 1, $3, $4, $5) \
-                    ON CONFLICT (charger_id) DO UPDATE SET node_id = EXCLUDED.node_id, \
-                        epoch = charger_presence.epoch + 1, connected_at = EXCLUDED.connected_at, \
-                        remote_addr = EXCLUDED.remote_addr, subprotocol = EXCLUDED.subprotocol \
-                    RETURNING epoch) \
-             SELECT up.epoch, prev.node_id AS prev_node, \
-                    EXISTS (SELECT 1 FROM cluster_nodes n WHERE n.node_id = prev.node_id \
-                            AND n.heartbeat_at > now() - $6::bigint * interval '1 millisecond') AS prev_alive, \
-                    pg_notify('csms_cluster', 'p ' || up.epoch || E'\\t' || $2 || E'\\t' || $1) \
-             FROM up LEFT JOIN prev ON true",
-        )
-        .bind(charger_id)
-        .bind(&self.node_id)
-        .bind(info.connected_at)
-        .bind(info.remote_addr.map(|a| a.to_string()))
-        .bind(&info.subprotocol)
-        .bind(millis(self.node_timeout))
-        .fetch_one(&self.pool)
-        .await;
-        let epoch = match recorded {
-            Ok(row) => {
-                let epoch: i64 = row.get("epoch");
-                let prev: Option<String> = row.get("prev_node");
-                let alive: bool = row.get("prev_alive");
-                if alive && prev.as_deref().is_some_and(|p| p != self.node_id) {
-                    tracing::info!(charger = %charger_id, from = ?prev, "taking the charger over from another node");
+        let (reply, recorded) = oneshot::channel();
+        let _ = self.connects.send(ConnectRequest {
+            info: info.clone(),
+            reply,
+        });
+        let epoch = match recorded.await {
+            Ok(Some(Recorded {
+                epoch,
+                prev_node,
+                prev_alive,
+            })) => {
+                if prev_alive && prev_node.as_deref().is_some_and(|p| p != self.node_id) {
+                    tracing::info!(charger = %charger_id, from = ?prev_node, "taking the charger over from another node");
                     if tokio::time::timeout(self.node_timeout, released)
                         .await
                         .is_err()
                     {
                         tracing::warn!(charger = %charger_id, "the old node did not let go in time; serving anyway");
                     }
+                } else {
+                    drop(released);
                 }
                 epoch
             }
-            Err(e) => {
-                tracing::warn!(charger = %charger_id, "presence not recorded: {e}");
-                0
-            }
+            _ => 0,
         };
         self.forget_release_waiters(charger_id);
         epoch
+    }
+
+    /// Writes queued connections: one statement per batch, each charger at
+    /// most once in it (a second connection of the same charger waits for
+    /// the next).
+    async fn record_connects(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<ConnectRequest>) {
+        let mut carried: std::collections::VecDeque<ConnectRequest> = Default::default();
+        loop {
+            if carried.is_empty() {
+                match queue.recv().await {
+                    Some(r) => carried.push_back(r),
+                    None => return,
+                }
+            }
+            while let Ok(r) = queue.try_recv() {
+                carried.push_back(r);
+            }
+            let mut batch: Vec<ConnectRequest> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            let mut later = std::collections::VecDeque::new();
+            while let Some(r) = carried.pop_front() {
+                if batch.len() >= CONNECT_BATCH {
+                    later.push_back(r);
+                } else if seen.insert(r.info.charger_id.clone()) {
+                    batch.push(r);
+                } else {
+                    later.push_back(r);
+                }
+            }
+            carried = later;
+            let ids: Vec<&str> = batch.iter().map(|r| r.info.charger_id.as_str()).collect();
+            let at: Vec<DateTime<Utc>> = batch.iter().map(|r| r.info.connected_at).collect();
+            let addrs: Vec<Option<String>> = batch
+                .iter()
+                .map(|r| r.info.remote_addr.map(|a| a.to_string()))
+                .collect();
+            let protocols: Vec<Option<String>> =
+                batch.iter().map(|r| r.info.subprotocol.clone()).collect();
+            let rows = sqlx::query(
+                "WITH input AS (SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::text[]) \
+                                AS i(charger_id, connected_at, remote_addr, subprotocol)), \
+                 prev AS (SELECT p.charger_id, p.node_id FROM charger_presence p JOIN input USING (charger_id)), \
+                 up AS (INSERT INTO charger_presence (charger_id, node_id, epoch, connected_at, remote_addr, subprotocol) \
+                        SELECT charger_id, $5::text, 1, connected_at, remote_addr, subprotocol FROM input \
+                        ON CONFLICT (charger_id) DO UPDATE SET node_id = EXCLUDED.node_id, \
+                            epoch = charger_presence.epoch + 1, connected_at = EXCLUDED.connected_at, \
+                            remote_addr = EXCLUDED.remote_addr, subprotocol = EXCLUDED.subprotocol \
+                        RETURNING charger_id, epoch) \
+                 SELECT up.charger_id, up.epoch, prev.node_id AS prev_node, \
+                        EXISTS (SELECT 1 FROM cluster_nodes n WHERE n.node_id = prev.node_id \
+                                AND n.heartbeat_at > now() - $6::bigint * interval '1 millisecond') AS prev_alive, \
+                        pg_notify('csms_cluster', 'p ' || up.epoch || E'\\t' || $5::text || E'\\t' || up.charger_id) \
+                 FROM up LEFT JOIN prev ON prev.charger_id = up.charger_id",
+            )
+            .bind(&ids)
+            .bind(&at)
+            .bind(&addrs)
+            .bind(&protocols)
+            .bind(&self.node_id)
+            .bind(millis(self.node_timeout))
+            .fetch_all(&self.pool)
+            .await;
+            match rows {
+                Ok(rows) => {
+                    let mut by_id: HashMap<String, Recorded> = rows
+                        .iter()
+                        .map(|row| {
+                            (
+                                row.get::<String, _>("charger_id"),
+                                Recorded {
+                                    epoch: row.get("epoch"),
+                                    prev_node: row.get("prev_node"),
+                                    prev_alive: row.get("prev_alive"),
+                                },
+                            )
+                        })
+                        .collect();
+                    for r in batch {
+                        let _ = r.reply.send(by_id.remove(&r.info.charger_id));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(chargers = batch.len(), "presence not recorded: {e}");
+                    for r in batch {
+                        let _ = r.reply.send(None);
+                    }
+                }
+            }
+        }
     }
 
     fn forget_release_waiters(&self, charger_id: &str) {
