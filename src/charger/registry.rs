@@ -224,7 +224,8 @@ impl Registry {
         // turn waits for an older connection here.
         let epoch = match (&self.cluster, recorded) {
             (Cluster::Postgres(cluster), Some(info)) => cluster.record_connect(&info).await,
-            _ => connection_id as i64,
+            // 0 means "not recorded": epochs here start at 1.
+            _ => connection_id as i64 + 1,
         };
         if let Some(live) = self
             .lock()
@@ -440,6 +441,33 @@ mod tests {
         drop(new);
         assert_eq!(registry.turns_kept(), 0);
         assert!(!registry.is_connected("CP-1"));
+    }
+
+    #[tokio::test]
+    async fn a_connection_taken_over_elsewhere_is_fenced_and_takes_no_routed_command() {
+        let registry = Registry::default();
+        let attachment = registry.attach(info("CP-1")).await;
+        let epoch = attachment.epoch;
+        assert!(epoch > 0);
+        assert_eq!(registry.local_epochs(), vec![("CP-1".to_owned(), epoch)]);
+        // A command routed for another epoch is not sent here.
+        let wrong = registry
+            .call_here("CP-1", epoch + 7, "ClearCache", serde_json::json!({}))
+            .await;
+        assert!(matches!(wrong, Err(CommandError::Offline)), "{wrong:?}");
+        // An older epoch announced elsewhere changes nothing.
+        registry.fence("CP-1", epoch - 1);
+        assert!(!attachment.is_fenced());
+        // A newer one fences the connection and tells it to close.
+        registry.fence("CP-1", epoch + 1);
+        assert!(attachment.is_fenced());
+        tokio::time::timeout(Duration::from_secs(5), attachment.replaced.notified())
+            .await
+            .expect("the fenced connection is told to close");
+        let fenced = registry
+            .call("CP-1", "ClearCache", serde_json::json!({}))
+            .await;
+        assert!(matches!(fenced, Err(CommandError::Offline)), "{fenced:?}");
     }
 
     #[tokio::test]
