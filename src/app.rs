@@ -4,6 +4,7 @@
 use crate::api;
 use crate::charger::auth::FailureLimiter;
 use crate::charger::{handshake, Registry};
+use crate::cluster::{Cluster, PgCluster};
 use crate::config::Config;
 use crate::state::AppState;
 use crate::store;
@@ -21,6 +22,8 @@ pub struct Application {
     local_addr: SocketAddr,
     state: AppState,
     stop: watch::Sender<bool>,
+    /// Held while a node serves a SQLite file (SQLite is single-node).
+    sqlite_lock: Option<crate::cluster::SqliteLock>,
 }
 
 impl Application {
@@ -36,6 +39,16 @@ impl Application {
         {
             anyhow::bail!("CSMS_WEBHOOK_URLS is set but CSMS_WEBHOOK_SECRET is not: webhooks are always signed");
         }
+        if config.node_timeout < Duration::from_millis(500) {
+            anyhow::bail!("CSMS_NODE_TIMEOUT must be at least 500ms");
+        }
+        // Before anything else touches the file: a second node on one
+        // SQLite database refuses to start.
+        let sqlite_lock = if config.database_url.starts_with("sqlite:") {
+            crate::cluster::SqliteLock::acquire(&config.database_url)?
+        } else {
+            None
+        };
         let store = store::connect(&config.database_url).await?;
         let store_metrics = store.writer_metrics();
         let jwt = api::auth::JwtKeys::load(config.jwt_secret.as_deref(), store.as_ref()).await?;
@@ -45,8 +58,23 @@ impl Application {
         let local_addr = listener.local_addr()?;
         let (stop, shutdown) = watch::channel(false);
         let config = Arc::new(config);
-        let registry = Registry::default();
+        let cluster = if store.backend() == "postgres" {
+            Cluster::Postgres(Arc::new(
+                PgCluster::join(
+                    &config.database_url,
+                    config.node_timeout,
+                    config.ocpp_call_timeout,
+                )
+                .await?,
+            ))
+        } else {
+            Cluster::Single
+        };
+        let registry = Registry::new(cluster.clone());
         let engine = crate::engine::Engine::new(store.clone(), registry.clone(), config.clone());
+        if let Cluster::Postgres(node) = &cluster {
+            node.start(registry.clone(), engine.events().clone());
+        }
         let payments =
             crate::payments::Payments::new(store.clone(), engine.clone(), config.clone())?;
         let state = AppState {
@@ -67,6 +95,7 @@ impl Application {
             local_addr,
             state,
             stop,
+            sqlite_lock,
         })
     }
 
@@ -111,6 +140,7 @@ impl Application {
             local_addr,
             state,
             stop,
+            sqlite_lock,
         } = self;
         let app = Self::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let scheme = if state.config.tls_cert.is_some() {
@@ -134,6 +164,7 @@ impl Application {
         let webhooks = tokio::spawn(crate::webhooks::run(
             state.store.clone(),
             state.config.clone(),
+            state.registry.cluster().clone(),
         ));
         let handle = axum_server::Handle::new();
         let stopper = {
@@ -176,17 +207,27 @@ impl Application {
         reservation_sweeper.abort();
         webhooks.abort();
         state.store.flush().await.context("flushing the store")?;
+        if let Cluster::Postgres(node) = state.registry.cluster() {
+            node.leave().await;
+        }
+        if let Some(lock) = sqlite_lock {
+            lock.release();
+        }
         tracing::info!("stopped");
         Ok(())
     }
 }
 
 /// Marks reservations past their expiry `expired`, every `every`. Each round
-/// reads only the due ones, so it is right across restarts.
+/// reads only the due ones, so it is right across restarts; with several
+/// nodes it runs on the one holding the `reservations` lease.
 async fn sweep_reservations(engine: crate::engine::Engine, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
+        if !engine.cluster().lease("reservations", every).await {
+            continue;
+        }
         if let Err(e) = engine.expire_reservations(chrono::Utc::now()).await {
             tracing::warn!("reservation sweep failed: {e:#}");
         }

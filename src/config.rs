@@ -152,6 +152,10 @@ pub struct Config {
     )]
     pub stripe_base_url: String,
 
+    /// With several nodes on one PostgreSQL: a node whose heartbeat is older than this counts as gone, with its chargers.
+    #[arg(long, env = "CSMS_NODE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub node_timeout: Duration,
+
     /// Most simultaneous charger connections.
     #[arg(long, env = "CSMS_MAX_CHARGERS", default_value_t = 100_000)]
     pub max_chargers: usize,

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod app;
 pub mod charger;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod metrics;

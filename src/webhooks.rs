@@ -11,7 +11,8 @@
 //! exponential backoff (from `CSMS_WEBHOOK_RETRY`, doubling, at most an hour
 //! apart) for a day, never on a charger's path. Each delivery is claimed
 //! with a compare-and-set before it is sent, so two workers (two nodes on
-//! one PostgreSQL) do not send it twice at once.
+//! one PostgreSQL) do not send it twice at once; with several nodes the
+//! worker runs its rounds on the node holding the `webhooks` lease only.
 //!
 //! The body is `{"id": "evt_…", "type": "session.completed", "createdAt":
 //! "…", "data": {…}}`; `id` is stable across retries, for receivers to
@@ -90,8 +91,9 @@ pub async fn enqueue(store: &SharedStore, config: &Config, kind: &str, data: Val
     }
 }
 
-/// Delivers the outbox for the life of the server.
-pub async fn run(store: SharedStore, config: Arc<Config>) {
+/// Delivers the outbox for the life of the server (on one node of a
+/// cluster at a time).
+pub async fn run(store: SharedStore, config: Arc<Config>, cluster: crate::cluster::Cluster) {
     let urls = config.webhook_urls.0.clone();
     let secret = config.webhook_secret.clone().unwrap_or_default();
     if urls.is_empty() || secret.is_empty() {
@@ -101,6 +103,9 @@ pub async fn run(store: SharedStore, config: Arc<Config>) {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             tick.tick().await;
+            if !cluster.lease("webhooks", Duration::from_secs(5)).await {
+                continue;
+            }
             while let Ok(500) = store.dispatch_webhook_events(&[], now_ms(), 500).await {}
         }
     }
@@ -126,6 +131,9 @@ pub async fn run(store: SharedStore, config: Arc<Config>) {
     let mut pruned_at = tokio::time::Instant::now();
     loop {
         tick.tick().await;
+        if !cluster.lease("webhooks", POLL).await {
+            continue;
+        }
         if let Err(e) = sender.round(&urls).await {
             tracing::warn!("webhook round failed: {e:#}");
         }

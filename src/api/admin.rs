@@ -96,7 +96,7 @@ async fn station_json(state: &AppState, id: &str) -> ApiResult<Option<Value>> {
                    "vendorId": c.vendor_id, "vendorErrorCode": c.vendor_error_code, "statusAt": format_ms(c.status_at)})
         })
         .collect();
-    let connection = state.registry.connection(id);
+    let connection = state.registry.presence(id).await?;
     Ok(Some(json!({
         "id": id,
         "name": station.as_ref().map(|s| s.name.clone()),
@@ -405,7 +405,7 @@ async fn sessions(State(state): State<AppState>, _admin: AdminUser) -> ApiResult
         let mut v = session_json(&s, now);
         let stuck = match &s.charger_id {
             Some(charger) => {
-                !state.registry.is_connected(charger)
+                state.registry.presence(charger).await?.is_none()
                     || now - s.updated_at > chrono::Duration::hours(1)
                     || s.transaction_id.is_none()
             }

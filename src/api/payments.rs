@@ -114,7 +114,7 @@ async fn charger_can_start(state: &AppState, charger_id: &str) -> ApiResult<()> 
             format!("Charger {charger_id} not found"),
         ));
     }
-    if charger.is_some() && !state.registry.is_connected(charger_id) {
+    if charger.is_some() && state.registry.presence(charger_id).await?.is_none() {
         return Err(crate::engine::EngineError::ChargerOffline(charger_id.to_owned()).into());
     }
     Ok(())

@@ -5,7 +5,9 @@
 //! sends the server's commands one at a time (the next only after an answer
 //! or the call timeout), pings an idle charger and closes one that stopped
 //! answering, and leaves when the server shuts down or a newer connection of
-//! the same charger replaces it.
+//! the same charger replaces it (on this node or, with several nodes, on
+//! another: then the connection is fenced and handles and answers nothing
+//! more, see `crate::cluster`).
 
 use super::handlers::ChargerContext;
 use super::registry::{Attachment, Command};
@@ -134,6 +136,7 @@ impl Connection {
                     Some(Ok(message)) => {
                         self.last_heard = Instant::now();
                         match message {
+                            Message::Text(_) if self.attachment.is_fenced() => break Exit::Replaced,
                             Message::Text(text) => {
                                 // Boxed, as everything this loop awaits: the
                                 // task of an idle charger holds only what
@@ -212,6 +215,9 @@ impl Connection {
         while let Ok(o) = self.attachment.commands.try_recv() {
             let _ = o.reply.send(Err(CommandError::ConnectionLost));
         }
+        // The other nodes hear it first: a node taking the charger over
+        // waits for this.
+        self.state.registry.detach(&self.attachment).await;
         if let Err(e) = self
             .state
             .engine
@@ -300,6 +306,14 @@ impl Connection {
                     .state
                     .metrics
                     .ocpp_answered(action, outcome, received.elapsed());
+                if self.attachment.is_fenced() {
+                    // Another node took the charger over while this message
+                    // was handled: the charger is on its new connection now
+                    // and hears the answer there (its retransmission is
+                    // recognised as a repeat), not from here.
+                    tracing::info!(action = %call.action, "answer withheld: the charger was taken over");
+                    return Ok(());
+                }
                 self.log(
                     Direction::Out,
                     if answer.is_ok() { 3 } else { 4 },

@@ -2,12 +2,13 @@
 //! way for the rest of the server to send a charger a command.
 
 use super::commands::CommandError;
+use crate::cluster::Cluster;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, Notify, OwnedMutexGuard};
 
@@ -33,6 +34,10 @@ struct Live {
     commands: mpsc::Sender<Command>,
     /// Wakes the connection task when a newer connection replaces it.
     replaced: Arc<Notify>,
+    /// The connection's fencing epoch (0 until recorded, see [`Registry::attach`]).
+    epoch: i64,
+    /// Set when another node accepted a newer connection of this charger.
+    fenced: Arc<AtomicBool>,
     info: ConnectionInfo,
 }
 
@@ -67,6 +72,9 @@ pub struct Registry {
     // critical sections are a few map operations.
     inner: Arc<Mutex<Inner>>,
     next_id: Arc<AtomicU64>,
+    /// The other nodes, when there are any: chargers held by one of them are
+    /// reached through it.
+    cluster: Cluster,
 }
 
 /// What a connection task holds while it serves: its commands, the signal
@@ -78,6 +86,12 @@ pub struct Attachment {
     pub connection_id: u64,
     pub commands: mpsc::Receiver<Command>,
     pub replaced: Arc<Notify>,
+    /// The fencing epoch this connection was accepted with: on a single node
+    /// its connection id; with several, the one recorded with its presence.
+    pub epoch: i64,
+    /// Set once another node accepted a newer connection of this charger:
+    /// the connection then handles and answers nothing more.
+    pub fenced: Arc<AtomicBool>,
     /// Always `Some` until dropped.
     turn: Option<OwnedMutexGuard<()>>,
 }
@@ -124,7 +138,26 @@ impl Drop for WaitingTurn {
     }
 }
 
+impl Attachment {
+    /// Whether another node took this charger over.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
+    }
+}
+
 impl Registry {
+    /// A registry on one node of `cluster`.
+    pub fn new(cluster: Cluster) -> Self {
+        Registry {
+            cluster,
+            ..Default::default()
+        }
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -152,7 +185,9 @@ impl Registry {
         let connection_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
         let replaced = Arc::new(Notify::new());
+        let fenced = Arc::new(AtomicBool::new(false));
         let charger_id = info.charger_id.clone();
+        let recorded = matches!(self.cluster, Cluster::Postgres(_)).then(|| info.clone());
         let waiting = {
             let mut inner = self.lock();
             let old = inner.live.insert(
@@ -161,6 +196,8 @@ impl Registry {
                     connection_id,
                     commands: commands_tx,
                     replaced: replaced.clone(),
+                    epoch: 0,
+                    fenced: fenced.clone(),
                     info,
                 },
             );
@@ -182,13 +219,82 @@ impl Registry {
         // The guard holds the turn now; the waiter's handle goes.
         waiting.gives_up = None;
         drop(waiting);
+        // With several nodes the connection is recorded with a new epoch,
+        // and a node that held the charger before is waited for, as the
+        // turn waits for an older connection here.
+        let epoch = match (&self.cluster, recorded) {
+            (Cluster::Postgres(cluster), Some(info)) => cluster.record_connect(&info).await,
+            // 0 means "not recorded": epochs here start at 1.
+            _ => connection_id as i64 + 1,
+        };
+        if let Some(live) = self
+            .lock()
+            .live
+            .get_mut(&charger_id)
+            .filter(|l| l.connection_id == connection_id)
+        {
+            live.epoch = epoch;
+        }
         Attachment {
             registry: self.clone(),
             charger_id,
             connection_id,
             commands,
             replaced,
+            epoch,
+            fenced,
             turn: Some(held),
+        }
+    }
+
+    /// Records with the other nodes that a connection ended (nothing to do
+    /// on a single node).
+    pub async fn detach(&self, attachment: &Attachment) {
+        if let Cluster::Postgres(cluster) = &self.cluster {
+            cluster.record_disconnect(&attachment.charger_id, attachment.epoch);
+        }
+    }
+
+    /// Another node accepted `charger_id` with `epoch`: a connection here
+    /// with an older one stops handling it and closes.
+    pub fn fence(&self, charger_id: &str, epoch: i64) {
+        let inner = self.lock();
+        if let Some(live) = inner
+            .live
+            .get(charger_id)
+            .filter(|l| l.epoch != 0 && l.epoch < epoch)
+        {
+            tracing::info!(charger = %charger_id, old = live.epoch, new = epoch, "charger taken over by another node");
+            live.fenced.store(true, Ordering::Release);
+            live.replaced.notify_one();
+        }
+    }
+
+    /// (charger, epoch) of every live connection here with a recorded epoch.
+    pub fn local_epochs(&self) -> Vec<(String, i64)> {
+        self.lock()
+            .live
+            .iter()
+            .filter(|(_, l)| l.epoch != 0)
+            .map(|(id, l)| (id.clone(), l.epoch))
+            .collect()
+    }
+
+    /// The connection of `charger_id` on whichever node holds it.
+    pub async fn presence(&self, charger_id: &str) -> anyhow::Result<Option<ConnectionInfo>> {
+        if let Some(info) = self.connection(charger_id) {
+            return Ok(Some(info));
+        }
+        match &self.cluster {
+            Cluster::Single => Ok(None),
+            // This node's own registry is the word on its own chargers (a
+            // row left by a disconnect that could not be recorded says
+            // nothing).
+            Cluster::Postgres(cluster) => Ok(cluster
+                .locate(charger_id)
+                .await?
+                .filter(|l| l.node_id != cluster.node_id())
+                .map(|l| l.info)),
         }
     }
 
@@ -198,6 +304,7 @@ impl Registry {
         self.lock().turns.len()
     }
 
+    /// Whether `charger_id` is connected to this node.
     pub fn is_connected(&self, charger_id: &str) -> bool {
         self.lock().live.contains_key(charger_id)
     }
@@ -218,7 +325,8 @@ impl Registry {
 
     /// Sends `action` with `payload` to a connected charger and returns its
     /// answer. The payload is checked against the OCPP 1.6 schema first, and
-    /// the answer after; the connection applies the call timeout.
+    /// the answer after; the connection applies the call timeout. A charger
+    /// held by another node is reached through that node.
     pub async fn call(
         &self,
         charger_id: &str,
@@ -230,12 +338,45 @@ impl Registry {
         }
         crate::ocpp::schema::validate_request(action, &payload)
             .map_err(CommandError::InvalidRequest)?;
+        // A connection taken over by another node is not asked: the
+        // charger is there now.
         let sender = self
             .lock()
             .live
             .get(charger_id)
+            .filter(|l| !l.fenced.load(Ordering::Acquire))
+            .map(|l| l.commands.clone());
+        match (sender, &self.cluster) {
+            (Some(sender), _) => Self::send_local(sender, action, payload).await,
+            (None, Cluster::Single) => Err(CommandError::Offline),
+            (None, Cluster::Postgres(cluster)) => cluster.route(charger_id, action, payload).await,
+        }
+    }
+
+    /// Sends a command another node routed here, if this node still holds
+    /// `charger_id` with `epoch` (a charger that moved is `Offline` here).
+    pub async fn call_here(
+        &self,
+        charger_id: &str,
+        epoch: i64,
+        action: &str,
+        payload: Value,
+    ) -> Result<Value, CommandError> {
+        let sender = self
+            .lock()
+            .live
+            .get(charger_id)
+            .filter(|l| l.epoch == epoch && !l.fenced.load(Ordering::Acquire))
             .map(|l| l.commands.clone())
             .ok_or(CommandError::Offline)?;
+        Self::send_local(sender, action, payload).await
+    }
+
+    async fn send_local(
+        sender: mpsc::Sender<Command>,
+        action: &str,
+        payload: Value,
+    ) -> Result<Value, CommandError> {
         let (reply, answer) = oneshot::channel();
         let outgoing = Box::new(Outgoing {
             action: action.to_owned(),
@@ -300,6 +441,33 @@ mod tests {
         drop(new);
         assert_eq!(registry.turns_kept(), 0);
         assert!(!registry.is_connected("CP-1"));
+    }
+
+    #[tokio::test]
+    async fn a_connection_taken_over_elsewhere_is_fenced_and_takes_no_routed_command() {
+        let registry = Registry::default();
+        let attachment = registry.attach(info("CP-1")).await;
+        let epoch = attachment.epoch;
+        assert!(epoch > 0);
+        assert_eq!(registry.local_epochs(), vec![("CP-1".to_owned(), epoch)]);
+        // A command routed for another epoch is not sent here.
+        let wrong = registry
+            .call_here("CP-1", epoch + 7, "ClearCache", serde_json::json!({}))
+            .await;
+        assert!(matches!(wrong, Err(CommandError::Offline)), "{wrong:?}");
+        // An older epoch announced elsewhere changes nothing.
+        registry.fence("CP-1", epoch - 1);
+        assert!(!attachment.is_fenced());
+        // A newer one fences the connection and tells it to close.
+        registry.fence("CP-1", epoch + 1);
+        assert!(attachment.is_fenced());
+        tokio::time::timeout(Duration::from_secs(5), attachment.replaced.notified())
+            .await
+            .expect("the fenced connection is told to close");
+        let fenced = registry
+            .call("CP-1", "ClearCache", serde_json::json!({}))
+            .await;
+        assert!(matches!(fenced, Err(CommandError::Offline)), "{fenced:?}");
     }
 
     #[tokio::test]

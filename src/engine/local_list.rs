@@ -216,7 +216,7 @@ impl Engine {
             self.store.save_local_list(&list).await?;
             return Ok(list);
         }
-        if !self.registry.is_connected(charger_id) {
+        if self.registry.presence(charger_id).await?.is_none() {
             return Err(EngineError::ChargerOffline(charger_id.to_owned()));
         }
         let config = self
@@ -308,7 +308,7 @@ impl Engine {
         else {
             return Ok(());
         };
-        if !self.registry.is_connected(charger_id) {
+        if self.registry.presence(charger_id).await?.is_none() {
             list.sync_state = LIST_PENDING.into();
             list.updated_at = now_ms();
             return self.store.save_local_list(&list).await;

@@ -104,7 +104,7 @@ impl Engine {
             self.store.id_tag(&request.id_tag).await?.ok_or_else(|| {
                 EngineError::NotFound(format!("idTag {} not found", request.id_tag))
             })?;
-        if !self.registry.is_connected(&request.charger_id) {
+        if self.registry.presence(&request.charger_id).await?.is_none() {
             return Err(EngineError::ChargerOffline(request.charger_id));
         }
         let reservation = self
@@ -201,7 +201,7 @@ impl Engine {
                 "Charger {station_id} not found"
             )));
         }
-        if !self.registry.is_connected(station_id) {
+        if self.registry.presence(station_id).await?.is_none() {
             return Err(EngineError::ChargerOffline(station_id.to_owned()));
         }
         self.store.ensure_user(user_id).await?;

@@ -143,6 +143,11 @@ impl Engine {
         &self.events
     }
 
+    /// The other nodes, if any.
+    pub fn cluster(&self) -> &crate::cluster::Cluster {
+        self.registry.cluster()
+    }
+
     /// Tells listeners about a session as it now stands.
     pub(super) fn publish_session(&self, s: &SessionRecord, started: bool) {
         if !self.events.listened() {
@@ -246,7 +251,7 @@ impl Engine {
                 "connectorId must name a charger connector, e.g. connector-1",
             )
         })?;
-        if !self.registry.is_connected(&request.station_id) {
+        if self.registry.presence(&request.station_id).await?.is_none() {
             return Err(EngineError::ChargerOffline(request.station_id));
         }
         let id_tag = self.id_tag_for(&request.user_id).await?;
@@ -505,23 +510,47 @@ impl Engine {
         }
     }
 
-    /// Polls until the session is no longer active, for at most `within`.
+    /// Waits until the session is no longer active, for at most `within`:
+    /// woken by its `session.completed` or `session.cancelled` event (from
+    /// whichever node handled the StopTransaction), and reading the session
+    /// once a second besides, for an event that never came (another node
+    /// may not have heard yet that someone here listens).
     pub async fn wait_until_finished(
         &self,
         session_id: &str,
         within: Duration,
     ) -> Result<Option<SessionRecord>, EngineError> {
+        use tokio::sync::broadcast::error::RecvError;
         let deadline = tokio::time::Instant::now() + within;
+        // Subscribed before the first read, so no event falls between.
+        let mut events = self.events.subscribe();
         loop {
             if let Some(s) = self.store.session(session_id).await? {
                 if s.status != SESSION_ACTIVE {
                     return Ok(Some(s));
                 }
             }
-            if tokio::time::Instant::now() >= deadline {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
                 return Ok(None);
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            let wake = deadline.min(now + Duration::from_secs(1));
+            loop {
+                match tokio::time::timeout_at(wake, events.recv()).await {
+                    Err(_) | Ok(Err(RecvError::Lagged(_))) => break,
+                    Ok(Err(RecvError::Closed)) => {
+                        tokio::time::sleep_until(wake).await;
+                        break;
+                    }
+                    Ok(Ok(event)) => {
+                        if matches!(event.name, "session.completed" | "session.cancelled")
+                            && event.data["id"] == session_id
+                        {
+                            break;
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -560,6 +589,10 @@ impl Engine {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
+            // Once per cluster: on the node holding the lease.
+            if !self.registry.cluster().lease("remote-starts", every).await {
+                continue;
+            }
             // Only the overdue ones are read, not every active session.
             let sessions = match self.store.overdue_remote_starts(Utc::now()).await {
                 Ok(s) => s,

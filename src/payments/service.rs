@@ -637,6 +637,10 @@ impl Payments {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
+            // Once per cluster: on the node holding the lease.
+            if !self.engine.cluster().lease("payments", every).await {
+                continue;
+            }
             // A stop request that is still waiting for its StopTransaction
             // does the payment step itself (with an admin's finalCost, if
             // any); the sweeper leaves a session that just ended to it.

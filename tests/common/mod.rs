@@ -59,10 +59,16 @@ pub fn postgres_url() -> Option<String> {
 pub struct TestDatabase {
     pub url: String,
     _dir: Option<tempfile::TempDir>,
+    /// False for a second handle on the same database (another node's):
+    /// only the first drops it.
+    owned: bool,
 }
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         let Some((_, name)) = self
             .url
             .rsplit_once('/')
@@ -100,6 +106,17 @@ impl TestDatabase {
         TestDatabase {
             url: format!("sqlite://{}", path.display()),
             _dir: None,
+            owned: true,
+        }
+    }
+
+    /// Another handle on the same database, for a second node; dropping it
+    /// leaves the database alone.
+    pub fn same(&self) -> TestDatabase {
+        TestDatabase {
+            url: self.url.clone(),
+            _dir: None,
+            owned: false,
         }
     }
 
@@ -111,6 +128,7 @@ impl TestDatabase {
                 TestDatabase {
                     url,
                     _dir: Some(dir),
+                    owned: true,
                 }
             }
             Backend::Postgres => {
@@ -129,6 +147,7 @@ impl TestDatabase {
                 TestDatabase {
                     url: format!("{base}/{name}"),
                     _dir: None,
+                    owned: true,
                 }
             }
         }
@@ -373,8 +392,18 @@ pub async fn spawn_csms(
     database_url: &str,
     jwt_secret: Option<&str>,
 ) -> (tokio::process::Child, u16) {
+    spawn_csms_with(database_url, jwt_secret, &[]).await
+}
+
+/// [`spawn_csms`] with more environment variables for the server.
+pub async fn spawn_csms_with(
+    database_url: &str,
+    jwt_secret: Option<&str>,
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, u16) {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_csms"));
+    command.envs(env.iter().copied());
     command
         .args(["--listen", "127.0.0.1:0", "--database-url", database_url])
         .env_remove("CSMS_DATABASE_URL")
