@@ -93,6 +93,11 @@ fn routes_in_source() -> BTreeSet<(String, String)> {
             };
             let call = call.trim_start();
             let Some(literal) = call.strip_prefix('"') else {
+                // Another type's `route` method (the registry routes a
+                // command to a node), in a file that builds no router.
+                if !text.contains("Router") {
+                    continue;
+                }
                 panic!(
                     "a route whose path is not a literal in {}: {call}",
                     file.display()
