@@ -47,6 +47,7 @@ impl Application {
         let config = Arc::new(config);
         let registry = Registry::default();
         let engine = crate::engine::Engine::new(store.clone(), registry.clone(), config.clone());
+        engine.load_sites().await.context("loading the sites")?;
         let payments =
             crate::payments::Payments::new(store.clone(), engine.clone(), config.clone())?;
         let state = AppState {

@@ -44,6 +44,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(super::events::Doc::openapi());
     doc.merge(super::admin::Doc::openapi());
     doc.merge(super::payments::Doc::openapi());
+    doc.merge(super::sites::Doc::openapi());
     doc.merge(crate::charger::handshake::Doc::openapi());
     doc.merge(ReferenceDoc::openapi());
     Envelope.modify(&mut doc);
