@@ -516,11 +516,19 @@ impl Engine {
                 .unwrap_or_else(|e| e.into_inner());
             members.retain(|_, s| s != id);
         }
-        self.sites
+        let removed = self
+            .sites
             .sites
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
+        if let Some(site) = removed {
+            // A re-balance already scheduled finds nothing left to send.
+            let _run = site.run.lock().await;
+            let mut st = site.state();
+            st.cars.clear();
+            st.chargers.clear();
+        }
         for c in chargers {
             self.clear_site_profiles(&c).await?;
         }
