@@ -21,6 +21,7 @@ use std::time::Duration;
 on_both_backends!(
     a_site_shares_its_limit_and_lowers_before_it_raises,
     a_car_that_cannot_have_the_minimum_is_paused,
+    a_flood_of_power_changes_does_not_flood_chargers_with_profiles,
     the_safe_default_is_sent_again_after_a_reboot_and_cleared_with_the_site,
     bad_site_input_changes_nothing,
     simulated_cars_arriving_and_leaving_stay_under_the_site_limit,
@@ -296,6 +297,111 @@ async fn a_site_shares_its_limit_and_lowers_before_it_raises(backend: Backend) {
         .map(|p| p["purpose"].as_str().unwrap())
         .collect();
     assert_eq!(purposes, ["TxDefaultProfile", "TxProfile"]);
+}
+
+/// Sends MeterValues with a power reading and reads until its answer,
+/// answering `Accepted` to the server's CALLs that arrive meanwhile; returns
+/// how many there were.
+async fn power_answering(charger: &mut TestCharger, tx: i64, watts: f64) -> usize {
+    let id = format!("flood-{}", rand_id());
+    let payload = json!({"connectorId": 1, "transactionId": tx, "meterValue": [{
+    "timestamp": format_ms(Utc::now()),
+    "sampledValue": [
+        {"value": "500", "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
+        {"value": format!("{watts}"), "measurand": "Power.Active.Import", "unit": "W"}
+    ]}]});
+    charger
+        .send_text(&json!([2, id, "MeterValues", payload]).to_string())
+        .await;
+    let mut calls = 0;
+    loop {
+        let frame = charger.next_frame().await;
+        if frame[0] == 3 && frame[1] == id {
+            return calls;
+        }
+        assert_eq!(frame[0], 2, "{frame}");
+        calls += 1;
+        charger
+            .reply(frame[1].as_str().unwrap(), json!({"status": "Accepted"}))
+            .await;
+    }
+}
+
+fn rand_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Answers whatever CALLs arrive within `within`; returns how many.
+async fn drain(charger: &mut TestCharger, within: Duration) -> usize {
+    let mut calls = 0;
+    while let Some(frame) = charger.try_next_frame(within).await {
+        assert_eq!(frame[0], 2, "{frame}");
+        calls += 1;
+        charger
+            .reply(frame[1].as_str().unwrap(), json!({"status": "Accepted"}))
+            .await;
+    }
+    calls
+}
+
+async fn a_flood_of_power_changes_does_not_flood_chargers_with_profiles(backend: Backend) {
+    let server = start_server(backend).await;
+    let admin = server.token("ops", "admin");
+    server.user_with_tag("driver-1", "CARD-1").await;
+    server.user_with_tag("driver-2", "CARD-2").await;
+    let mut c1 = server.booted_charger("CP-F1").await;
+    let mut c2 = server.booted_charger("CP-F2").await;
+    let (status, _) = server
+        .api(
+            "PUT",
+            "/api/admin/sites/flood",
+            Some(&admin),
+            Some(json!({"unit": "A", "limit": 32, "minPerCar": 8, "safeDefault": 6})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assign(
+        &server,
+        &admin,
+        "flood",
+        &mut [&mut c1, &mut c2],
+        &["CP-F1", "CP-F2"],
+        6.0,
+    )
+    .await;
+    let _tx1 = start_tx(&mut c1, "CARD-1").await;
+    answer_profile(&mut c1, "Accepted").await;
+    let tx2 = start_tx(&mut c2, "CARD-2").await;
+    answer_profile(&mut c1, "Accepted").await;
+    answer_profile(&mut c2, "Accepted").await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    // Forty readings swinging between 2 kW and 11 kW as fast as the
+    // charger can send them (well under a second here)...
+    let flood_started = tokio::time::Instant::now();
+    let mut to_c2 = 0;
+    for n in 0..40 {
+        let watts = if n % 2 == 0 { 2000.0 } else { 11000.0 };
+        to_c2 += power_answering(&mut c2, tx2, watts).await;
+    }
+    let flood = flood_started.elapsed();
+    let to_c1 = drain(&mut c1, Duration::from_millis(100)).await;
+    // ...make at most one re-balance per interval (1 s here), each sending
+    // each charger at most one profile.
+    let intervals = flood.as_secs_f64().ceil() as usize + 1;
+    assert!(
+        to_c2 <= intervals && to_c1 <= intervals,
+        "{to_c1} and {to_c2} profiles for 40 readings in {flood:?}"
+    );
+    eprintln!("flood: {to_c1} profiles to c1, {to_c2} to c2 in {flood:?}");
+    assert!(to_c2 >= 1, "the first swing re-balances");
+    // Afterwards the site settles, within the limit.
+    drain(&mut c1, Duration::from_millis(1500)).await;
+    drain(&mut c2, Duration::from_millis(500)).await;
+    let s = site(&server, &admin, "flood").await;
+    assert!(s["allocatedSum"].as_f64().unwrap() <= 32.0, "{s}");
 }
 
 async fn a_car_that_cannot_have_the_minimum_is_paused(backend: Backend) {
