@@ -24,6 +24,7 @@ on_both_backends!(
     a_flood_of_power_changes_does_not_flood_chargers_with_profiles,
     the_safe_default_is_sent_again_after_a_reboot_and_cleared_with_the_site,
     bad_site_input_changes_nothing,
+    allocations_survive_a_restart_and_a_lower_limit_goes_out_at_once,
     simulated_cars_arriving_and_leaving_stay_under_the_site_limit,
 );
 
@@ -541,6 +542,61 @@ async fn the_safe_default_is_sent_again_after_a_reboot_and_cleared_with_the_site
         .await;
     assert_eq!(body["data"], json!([]));
     assert!(server.state.store.site_chargers().await.unwrap().is_empty());
+}
+
+async fn allocations_survive_a_restart_and_a_lower_limit_goes_out_at_once(backend: Backend) {
+    let server = start_server(backend).await;
+    let admin = server.token("ops", "admin");
+    server.user_with_tag("driver-1", "CARD-1").await;
+    let mut c1 = server.booted_charger("CP-T1").await;
+    let (status, _) = server
+        .api(
+            "PUT",
+            "/api/admin/sites/home",
+            Some(&admin),
+            Some(json!({"unit": "A", "limit": 32, "minPerCar": 6, "safeDefault": 6})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assign(&server, &admin, "home", &mut [&mut c1], &["CP-T1"], 6.0).await;
+    let tx1 = start_tx(&mut c1, "CARD-1").await;
+    assert_eq!(answer_profile(&mut c1, "Accepted").await.3, 32.0);
+
+    // The server restarts while the car charges: what was sent is read back.
+    let db = server.stop().await;
+    drop(c1);
+    let server = TestServer::start_on(db, |c| {
+        c.site_rebalance_interval = Duration::from_secs(1);
+    })
+    .await;
+    let admin = server.token("ops", "admin");
+    let s = site(&server, &admin, "home").await;
+    assert_eq!(allocation(&s, tx1), 32.0, "{s}");
+    assert_eq!(s["chargerIds"], json!(["CP-T1"]));
+
+    // The charger comes back without booting: its profiles go out again.
+    let mut c1 = TestCharger::connect(&server.ws_url("CP-T1")).await;
+    let (_, purpose, _, limit) = answer_profile(&mut c1, "Accepted").await;
+    assert_eq!((purpose.as_str(), limit), ("TxDefaultProfile", 6.0));
+    let (_, purpose, tx, limit) = answer_profile(&mut c1, "Accepted").await;
+    assert_eq!(
+        (purpose.as_str(), tx, limit),
+        ("TxProfile", Some(tx1), 32.0)
+    );
+
+    // A lower limit lowers the car before the answer.
+    let pending = put_in_background(
+        &server,
+        &admin,
+        "/api/admin/sites/home",
+        json!({"unit": "A", "limit": 20, "minPerCar": 6, "safeDefault": 6}),
+    );
+    let (_, _, tx, limit) = answer_profile(&mut c1, "Accepted").await;
+    assert_eq!((tx, limit), (Some(tx1), 20.0));
+    let (status, body) = pending.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["allocatedSum"], 20.0);
+    assert_eq!(body["data"]["limit"], 20.0);
 }
 
 async fn bad_site_input_changes_nothing(backend: Backend) {

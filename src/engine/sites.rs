@@ -457,10 +457,7 @@ impl Engine {
             })
             .await?;
         let site = match self.sites.get(&stored.id) {
-            Some(site) => {
-                site.state().config = stored.clone();
-                site
-            }
+            Some(site) => site,
             None => {
                 self.install_site(stored.clone(), Vec::new(), BTreeMap::new(), BTreeMap::new());
                 self.sites
@@ -468,6 +465,10 @@ impl Engine {
                     .ok_or_else(|| anyhow::anyhow!("site vanished"))?
             }
         };
+        // No re-balance runs while the settings change under it.
+        let _run = site.run.lock().await;
+        let old_units = Units::of(&site.state().config);
+        site.state().config = stored.clone();
         let default_changed = before.as_ref().is_some_and(|b| {
             b.safe_default != stored.safe_default
                 || b.unit != stored.unit
@@ -480,17 +481,19 @@ impl Engine {
             }
         }
         if before.is_some() {
-            // A new limit or unit: everything is computed again; in the
-            // site's new unit, a unit change starts from the safe default.
-            if before.as_ref().is_some_and(|b| {
-                b.unit != stored.unit || b.phases != stored.phases || b.voltage != stored.voltage
-            }) {
-                let units = Units::of(&stored);
-                for car in site.state().cars.values_mut() {
-                    car.granted = units.profile(stored.safe_default);
+            // A new unit, phases or voltage: what each car may draw is the
+            // same power, counted in the new profile unit.
+            {
+                let (old, new) = (old_units.watts_per, Units::of(&stored).watts_per);
+                if old != new {
+                    for car in site.state().cars.values_mut() {
+                        car.granted = car.granted * old / new;
+                        car.target = car.granted;
+                        car.cap = None;
+                    }
                 }
             }
-            self.rebalance_now(&site).await?;
+            self.rebalance(&site).await?;
         }
         let view = view(&site.state());
         Ok((view, before.is_none()))
