@@ -577,7 +577,13 @@ impl Engine {
             .filter(|m| m.site_id == id)
             .map(|m| m.charger_id.clone())
             .collect();
-        self.store.set_site_chargers(id, &wanted, now_ms()).await?;
+        if !self.store.set_site_chargers(id, &wanted, now_ms()).await? {
+            return Err(EngineError::Conflict {
+                code: "CHARGER_IN_OTHER_SITE",
+                message: "A charger was given to another site meanwhile".into(),
+                details: json!({ "field": "chargerIds" }),
+            });
+        }
         let site = match self.sites.get(id) {
             Some(s) => s,
             None => {

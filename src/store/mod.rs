@@ -509,13 +509,14 @@ pub trait SiteStore: Send + Sync {
     async fn delete_site(&self, id: &str) -> Result<bool>;
     /// Every membership, by site then charger.
     async fn site_chargers(&self) -> Result<Vec<SiteChargerRecord>>;
-    /// Replaces a site's members, in one transaction.
+    /// Replaces a site's members, in one transaction; false (nothing
+    /// changed) when one of them belongs to another site.
     async fn set_site_chargers(
         &self,
         site_id: &str,
         charger_ids: &[String],
         at: DateTime<Utc>,
-    ) -> Result<()>;
+    ) -> Result<bool>;
 }
 
 #[async_trait]

@@ -54,20 +54,24 @@ macro_rules! sites_sql {
                 rows.iter().map(record).collect()
             }
 
-            async fn set_site_chargers(&self, site_id: &str, charger_ids: &[String], at: chrono::DateTime<chrono::Utc>) -> Result<()> {
+            async fn set_site_chargers(&self, site_id: &str, charger_ids: &[String], at: chrono::DateTime<chrono::Utc>) -> Result<bool> {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query("DELETE FROM site_chargers WHERE site_id = $1").bind(site_id).execute(&mut *tx).await?;
                 for charger_id in charger_ids {
-                    sqlx::query("INSERT INTO site_chargers (charger_id, site_id, added_at) VALUES ($1, $2, $3)")
+                    let added = sqlx::query("INSERT INTO site_chargers (charger_id, site_id, added_at) VALUES ($1, $2, $3)")
                         .bind(charger_id)
                         .bind(site_id)
                         .bind(at)
                         .execute(&mut *tx)
-                        .await
-                        .context("adding a charger to a site")?;
+                        .await;
+                    if let Err(e) = added {
+                        let e = anyhow::Error::from(e);
+                        // Another site took the charger meanwhile: nothing is changed.
+                        return if super::is_unique_violation(&e) { Ok(false) } else { Err(e.context("adding a charger to a site")) };
+                    }
                 }
                 tx.commit().await.context("storing a site's chargers")?;
-                Ok(())
+                Ok(true)
             }
         }
     };
