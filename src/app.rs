@@ -72,6 +72,7 @@ impl Application {
         };
         let registry = Registry::new(cluster.clone());
         let engine = crate::engine::Engine::new(store.clone(), registry.clone(), config.clone());
+        engine.load_sites().await.context("loading the sites")?;
         if let Cluster::Postgres(node) = &cluster {
             node.start(registry.clone(), engine.events().clone());
         }

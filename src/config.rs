@@ -96,6 +96,10 @@ pub struct Config {
     #[arg(long, env = "CSMS_STOP_WAIT", default_value = "5s", value_parser = parse_duration)]
     pub stop_wait: Duration,
 
+    /// Site load management: a significant power change re-balances a site at most once per this interval.
+    #[arg(long, env = "CSMS_SITE_REBALANCE_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub site_rebalance_interval: Duration,
+
     /// Lifetime of tokens issued at login and registration.
     #[arg(long, env = "CSMS_TOKEN_TTL", default_value = "24h", value_parser = parse_duration)]
     pub token_ttl: Duration,

@@ -1181,6 +1181,45 @@ async fn real_answers_match_their_documented_schemas() {
     .await;
     call(s, c, "GET", "/api/admin/local-lists", a, None).await;
 
+    // Site load management: a site, its members, its state, its deletion.
+    let site =
+        Some(json!({"name": "Depot", "unit": "A", "limit": 40, "minPerCar": 8, "safeDefault": 6}));
+    let (status, body) = call(s, c, "PUT", "/api/admin/sites/depot", a, site.clone()).await;
+    assert_eq!(status, 201, "{body}");
+    call(s, c, "PUT", "/api/admin/sites/depot", a, site).await; // 200
+    call(
+        s,
+        c,
+        "PUT",
+        "/api/admin/sites/depot",
+        a,
+        Some(json!({"unit": "mA", "limit": 40})),
+    )
+    .await; // 400
+    call(
+        s,
+        c,
+        "PUT",
+        "/api/admin/sites/depot/chargers",
+        a,
+        Some(json!({"chargerIds": []})),
+    )
+    .await;
+    call(
+        s,
+        c,
+        "PUT",
+        "/api/admin/sites/depot/chargers",
+        a,
+        Some(json!({"chargerIds": ["nobody"]})),
+    )
+    .await; // 404
+    call(s, c, "GET", "/api/admin/sites", a, None).await;
+    call(s, c, "GET", "/api/admin/sites/depot", a, None).await;
+    let (status, _) = call(s, c, "DELETE", "/api/admin/sites/depot", a, None).await;
+    assert_eq!(status, 200);
+    call(s, c, "GET", "/api/admin/sites/depot", a, None).await; // 404
+
     // The answers seen cover every operation with a JSON schema (not the
     // event streams, read by tests/operating.rs, nor this document).
     let not_json: BTreeSet<String> = c

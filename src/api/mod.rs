@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod payments;
 pub mod profiles;
 pub mod reservations;
+pub mod sites;
 
 use crate::state::AppState;
 use axum::extract::State;
@@ -35,6 +36,7 @@ pub fn router() -> Router<AppState> {
         .merge(reservations::router())
         .merge(profiles::router())
         .merge(local_lists::router())
+        .merge(sites::router())
         .merge(openapi::router())
         .merge(console_api::router())
         .merge(console::router())

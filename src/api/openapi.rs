@@ -49,6 +49,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(super::local_lists::Doc::openapi());
     doc.merge(super::console_api::Doc::openapi());
     doc.merge(super::console::Doc::openapi());
+    doc.merge(super::sites::Doc::openapi());
     doc.merge(crate::charger::handshake::Doc::openapi());
     doc.merge(ReferenceDoc::openapi());
     Envelope.modify(&mut doc);

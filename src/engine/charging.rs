@@ -604,6 +604,9 @@ impl super::Engine {
             self.commit(write).await?;
         }
         if let Some((i, record)) = updated {
+            if let Some(power_w) = record.power_w_last {
+                self.site_power(&charger_id, record.id, power_w);
+            }
             state.txs[i].record = record;
         }
         state.remember(target, remember);
@@ -782,6 +785,7 @@ impl super::Engine {
         state.txs[i].record = record;
         state.remember(Some(i), remember);
         let finished = state.txs.remove(i);
+        self.site_car_stopped(&charger_id, finished.record.id);
         state.keep(finished);
         Ok(StopOutcome::Stopped)
     }
@@ -839,7 +843,10 @@ impl super::Engine {
         if connector_id > 0 {
             state.connectors.insert(connector_id);
         }
-        let ids = closed.iter().map(|(_, r)| r.id).collect();
+        let ids: Vec<i64> = closed.iter().map(|(_, r)| r.id).collect();
+        for id in &ids {
+            self.site_car_stopped(&charger_id, *id);
+        }
         for (i, record) in closed {
             state.txs[i].record = record;
         }
@@ -903,6 +910,10 @@ impl super::Engine {
             if let Some(i) = state.tx_index(closed.id) {
                 state.txs[i].record = closed.clone();
             }
+            self.site_car_stopped(&charger_id, closed.id);
+        }
+        if !outcome.retransmission && outcome.id_tag_status == "Accepted" {
+            self.site_car_started(&outcome.transaction);
         }
         let window = (!outcome.retransmission).then(Window::empty);
         state.keep(TxState {

@@ -18,7 +18,8 @@
 //! What the server sets on chargers and keeps itself is decided here too:
 //! [`reservations`] (ReserveNow, CancelReservation, expiry), [`profiles`]
 //! (charging profiles, re-sent when a charger comes back) and
-//! [`local_list`] (local authorization lists following the idTags).
+//! [`local_list`] (local authorization lists following the idTags), and
+//! [`sites`] shares a site's grid limit among its transactions.
 
 pub mod calc;
 pub mod charging;
@@ -29,6 +30,7 @@ pub mod money;
 pub mod profiles;
 pub mod reservations;
 pub mod service;
+pub mod sites;
 pub mod view;
 
 pub use calc::DEFAULT_BATTERY_CAPACITY_WH;

@@ -138,7 +138,7 @@ impl Engine {
 
     /// Sends a stored profile and keeps the answer. The flag says whether
     /// the charger answered.
-    async fn deliver_profile(
+    pub(super) async fn deliver_profile(
         &self,
         p: ChargingProfileRecord,
     ) -> anyhow::Result<(ChargingProfileRecord, bool)> {
@@ -274,6 +274,7 @@ impl Engine {
         if let Err(e) = self.resend_profiles(&charger_id).await {
             tracing::warn!(charger = %charger_id, "charging profiles not sent again: {e:#}");
         }
+        self.site_charger_back(&charger_id);
         if let Err(e) = self.reconcile_local_list(&charger_id).await {
             tracing::warn!(charger = %charger_id, "local list not reconciled: {e:#}");
         }

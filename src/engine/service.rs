@@ -87,6 +87,8 @@ pub struct Engine {
     /// One lock per charger whose local list the server manages: its
     /// updates are computed and sent one at a time.
     pub(super) list_locks: super::local_list::Locks,
+    /// Site load management: each site's balancer and its members.
+    pub(super) sites: super::sites::Sites,
 }
 
 /// The OCPP connector number in an app's connector name (`connector-2`, `2`).
@@ -135,6 +137,7 @@ impl Engine {
             config,
             events: Default::default(),
             list_locks: Default::default(),
+            sites: Default::default(),
         }
     }
 

@@ -116,3 +116,30 @@ pub struct LocalListRecord {
     pub synced_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
 }
+
+/// A site: chargers behind one grid connection and the limit they share.
+/// `limit_value`, `min_per_car` and `safe_default` are in `unit`: `A`
+/// (amperes per phase) or `kW`.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct SiteRecord {
+    pub id: String,
+    pub name: String,
+    pub unit: String,
+    pub limit_value: f64,
+    pub phases: i64,
+    pub voltage: f64,
+    pub min_per_car: f64,
+    pub safe_default: f64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A charger's membership of a site.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct SiteChargerRecord {
+    pub charger_id: String,
+    pub site_id: String,
+    pub added_at: DateTime<Utc>,
+}

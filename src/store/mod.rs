@@ -498,6 +498,27 @@ pub trait ManagedStore: Send + Sync {
     async fn local_list_tags(&self, limit: i64) -> Result<Vec<IdTagRecord>>;
 }
 
+/// Sites (chargers behind one grid connection) and their members.
+#[async_trait]
+pub trait SiteStore: Send + Sync {
+    /// Creates or replaces a site's configuration (`created_at` is kept).
+    async fn upsert_site(&self, site: &SiteRecord) -> Result<SiteRecord>;
+    async fn site(&self, id: &str) -> Result<Option<SiteRecord>>;
+    async fn sites(&self) -> Result<Vec<SiteRecord>>;
+    /// Deletes a site and its memberships, in one transaction.
+    async fn delete_site(&self, id: &str) -> Result<bool>;
+    /// Every membership, by site then charger.
+    async fn site_chargers(&self) -> Result<Vec<SiteChargerRecord>>;
+    /// Replaces a site's members, in one transaction; false (nothing
+    /// changed) when one of them belongs to another site.
+    async fn set_site_chargers(
+        &self,
+        site_id: &str,
+        charger_ids: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<bool>;
+}
+
 #[async_trait]
 pub trait Store:
     ChargerStore
@@ -508,6 +529,7 @@ pub trait Store:
     + PaymentStore
     + WebhookStore
     + ManagedStore
+    + SiteStore
     + ConsoleStore
     + 'static
 {

@@ -512,6 +512,8 @@ impl Charger {
         // Energy up to now was delivered under the old limit.
         self.advance_all();
         self.profiles.set(profile);
+        // The cars draw the new limit at once (an interval of zero: no energy).
+        self.advance_all();
         Ok(ok_then(
             json!({ "status": "Accepted" }),
             |ch: &mut Charger| {
@@ -540,6 +542,7 @@ impl Charger {
         let stack = opt_int(p, "stackLevel")?;
         self.advance_all();
         let removed = self.profiles.clear(id, connector, purpose, stack);
+        self.advance_all();
         Ok(ok_then(
             json!({ "status": if removed { "Accepted" } else { "Unknown" } }),
             |ch: &mut Charger| {

@@ -32,6 +32,8 @@ mod people;
 #[macro_use]
 mod sessions;
 #[macro_use]
+mod sites;
+#[macro_use]
 mod transactions;
 #[macro_use]
 mod webhooks;
@@ -664,6 +666,7 @@ macro_rules! sql_store {
         log_sql!($Store, $DB, $Conn);
         webhooks_sql!($Store, $DB, $Conn);
         managed_sql!($Store, $DB, $Conn);
+        sites_sql!($Store, $DB, $Conn);
         console_sql!($Store, $DB, $Conn);
     };
 }
