@@ -166,7 +166,12 @@ async fn a_command_sent_through_another_node_reaches_the_charger_and_returns_its
     assert!(
         codes
             .iter()
-            .all(|c| c.1 == "CHARGER_BUSY" || c.1 == "CHARGER_DISCONNECTED"),
+            // The one sent (and any the queue took next) may time out on a
+            // loaded machine before the connection closes: never answered.
+            .all(
+                |c| ["CHARGER_BUSY", "CHARGER_DISCONNECTED", "CHARGER_TIMEOUT"]
+                    .contains(&c.1.as_str())
+            ),
         "{codes:?}"
     );
 

@@ -33,11 +33,18 @@ struct Pending {
     deadline: Instant,
 }
 
-pub async fn serve(socket: WebSocket, state: AppState, attachment: Attachment) {
+/// `at_handshake` is the charger's registration as the handshake read it,
+/// for when the record cannot be read again here.
+pub async fn serve(
+    socket: WebSocket,
+    state: AppState,
+    attachment: Attachment,
+    at_handshake: Option<RegistrationStatus>,
+) {
     let span = tracing::info_span!("charger", charger = %attachment.charger_id);
     // Boxed so the reading of the charger record (a database query) does not
     // size the task that then idles for hours.
-    Box::pin(Connection::new(socket, state, attachment))
+    Box::pin(Connection::new(socket, state, attachment, at_handshake))
         .await
         .run()
         .instrument(span)
@@ -72,15 +79,27 @@ enum Exit {
 }
 
 impl Connection {
-    async fn new(socket: WebSocket, state: AppState, attachment: Attachment) -> Self {
+    async fn new(
+        socket: WebSocket,
+        state: AppState,
+        attachment: Attachment,
+        at_handshake: Option<RegistrationStatus>,
+    ) -> Self {
         let charger_id = attachment.charger_id.clone();
         // A charger accepted before may skip BootNotification after a
-        // reconnect; one that was never accepted must boot first.
+        // reconnect; one that was never accepted must boot first. Read again
+        // now that the connection it replaces (if any) has finished: its last
+        // BootNotification may have changed it. If the database cannot say
+        // (a pool exhausted by a reconnect storm), what the handshake read a
+        // moment ago stands, rather than sending an accepted charger back to
+        // boot.
         let registration = match state.store.charger(&charger_id).await {
             Ok(record) => record.map(|c| c.registration_status),
             Err(e) => {
-                tracing::error!("could not read charger record: {e:#}");
-                None
+                tracing::warn!(
+                    "could not read charger record again, keeping the handshake's: {e:#}"
+                );
+                at_handshake
             }
         };
         let sync_due = (registration == Some(RegistrationStatus::Accepted))

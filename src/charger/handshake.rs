@@ -238,6 +238,7 @@ async fn handshake(
         .selected_protocol()
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let registration = record.as_ref().map(|c| c.registration_status);
     let info = ConnectionInfo {
         charger_id,
         remote_addr: Some(remote),
@@ -247,7 +248,7 @@ async fn handshake(
     ws.on_failed_upgrade(|e| tracing::warn!("websocket upgrade failed: {e}"))
         .on_upgrade(move |socket| async move {
             let attachment = state.registry.attach(info).await;
-            connection::serve(socket, state, attachment).await;
+            connection::serve(socket, state, attachment, registration).await;
             drop(permit);
         })
 }

@@ -17,6 +17,7 @@ use crate::charger::CommandError;
 use crate::ocpp::time::now_ms;
 use crate::store::*;
 use serde_json::{json, Value};
+use std::time::Duration;
 
 pub const CHARGE_POINT_MAX_PROFILE: &str = "ChargePointMaxProfile";
 pub const TX_DEFAULT_PROFILE: &str = "TxDefaultProfile";
@@ -270,13 +271,59 @@ impl Engine {
     /// or reconnected without one): its stored profiles, then its local
     /// list reconciled. Runs beside the connection, whose outgoing queue
     /// sends these CALLs one at a time, in order, after the answer in hand.
+    ///
+    /// A step that fails (the database busy with a reconnect storm, the
+    /// charger gone) is tried again, up to four times, after 1, 2 and 4 s
+    /// (with jitter, so a storm's retries spread out) while the charger is
+    /// still connected; sending a profile or a list again is harmless.
     pub async fn charger_ready(self, charger_id: String) {
-        if let Err(e) = self.resend_profiles(&charger_id).await {
-            tracing::warn!(charger = %charger_id, "charging profiles not sent again: {e:#}");
-        }
-        self.site_charger_back(&charger_id);
-        if let Err(e) = self.reconcile_local_list(&charger_id).await {
-            tracing::warn!(charger = %charger_id, "local list not reconciled: {e:#}");
+        let mut profiles_done = false;
+        let mut list_done = false;
+        for attempt in 0..4u32 {
+            if attempt > 0 {
+                let base = Duration::from_secs(1 << (attempt - 1));
+                let jitter = base.mul_f64(rand::random::<f64>() * 0.5);
+                tokio::time::sleep(base + jitter).await;
+                if self
+                    .registry
+                    .presence(&charger_id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_none()
+                {
+                    return;
+                }
+            }
+            let last = attempt == 3;
+            if !profiles_done {
+                match self.resend_profiles(&charger_id).await {
+                    Ok(()) => profiles_done = true,
+                    Err(e) if last => {
+                        tracing::warn!(charger = %charger_id, "charging profiles not sent again: {e:#}")
+                    }
+                    Err(e) => {
+                        tracing::debug!(charger = %charger_id, attempt, "charging profiles not sent again yet: {e:#}")
+                    }
+                }
+            }
+            if attempt == 0 {
+                self.site_charger_back(&charger_id);
+            }
+            if !list_done {
+                match self.reconcile_local_list(&charger_id).await {
+                    Ok(()) => list_done = true,
+                    Err(e) if last => {
+                        tracing::warn!(charger = %charger_id, "local list not reconciled: {e:#}")
+                    }
+                    Err(e) => {
+                        tracing::debug!(charger = %charger_id, attempt, "local list not reconciled yet: {e:#}")
+                    }
+                }
+            }
+            if profiles_done && list_done {
+                return;
+            }
         }
     }
 }
