@@ -6,6 +6,33 @@
 macro_rules! console_sql {
     ($Store:ident, $DB:ty, $Conn:ty) => {
         impl $Store {
+            /// A page of `table` (payment links, balance checks) with an
+            /// optional status and user, newest first, and how many match.
+            async fn by_status_and_user(
+                &self,
+                table: &str,
+                status: Option<&str>,
+                user_id: Option<&str>,
+                page: super::Page,
+            ) -> Result<(Vec<<$DB as sqlx::Database>::Row>, i64)> {
+                let matching = format!("FROM {table} WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR user_id = $2)");
+                let rows = sqlx::query(&format!(
+                    "SELECT * {matching} ORDER BY created_at DESC, id LIMIT $3 OFFSET $4"
+                ))
+                .bind(status)
+                .bind(user_id)
+                .bind(page.limit)
+                .bind(page.offset)
+                .fetch_all(&self.pool)
+                .await?;
+                let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) {matching}"))
+                    .bind(status)
+                    .bind(user_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok((rows, total))
+            }
+
             fn anomaly_from_row(row: &<$DB as sqlx::Database>::Row) -> Result<Anomaly> {
                 use sqlx::Row;
                 let detail: String = row.try_get("detail")?;
@@ -62,20 +89,8 @@ macro_rules! console_sql {
                 user_id: Option<&str>,
                 page: super::Page,
             ) -> Result<super::Paged<PaymentLinkRecord>> {
-                const MATCH: &str = "($1 IS NULL OR status = $1) AND ($2 IS NULL OR user_id = $2)";
-                let rows = sqlx::query(&format!(
-                    "SELECT * FROM payment_links WHERE {MATCH} ORDER BY created_at DESC, id LIMIT $3 OFFSET $4"
-                ))
-                .bind(status)
-                .bind(user_id)
-                .bind(page.limit)
-                .bind(page.offset)
-                .fetch_all(&self.pool)
-                .await?;
-                let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM payment_links WHERE {MATCH}"))
-                    .bind(status)
-                    .bind(user_id)
-                    .fetch_one(&self.pool)
+                let (rows, total) = self
+                    .by_status_and_user("payment_links", status, user_id, page)
                     .await?;
                 Ok(super::Paged {
                     items: rows.iter().map(Self::link_from_row).collect::<Result<_>>()?,
@@ -89,20 +104,8 @@ macro_rules! console_sql {
                 user_id: Option<&str>,
                 page: super::Page,
             ) -> Result<super::Paged<BalanceCheckRecord>> {
-                const MATCH: &str = "($1 IS NULL OR status = $1) AND ($2 IS NULL OR user_id = $2)";
-                let rows = sqlx::query(&format!(
-                    "SELECT * FROM balance_checks WHERE {MATCH} ORDER BY created_at DESC, id LIMIT $3 OFFSET $4"
-                ))
-                .bind(status)
-                .bind(user_id)
-                .bind(page.limit)
-                .bind(page.offset)
-                .fetch_all(&self.pool)
-                .await?;
-                let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM balance_checks WHERE {MATCH}"))
-                    .bind(status)
-                    .bind(user_id)
-                    .fetch_one(&self.pool)
+                let (rows, total) = self
+                    .by_status_and_user("balance_checks", status, user_id, page)
                     .await?;
                 Ok(super::Paged {
                     items: rows.iter().map(Self::check_from_row).collect::<Result<_>>()?,
