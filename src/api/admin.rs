@@ -118,7 +118,7 @@ async fn station_json(state: &AppState, id: &str) -> ApiResult<Option<Value>> {
 }
 
 #[utoipa::path(get, path = "/api/admin/stations", operation_id = "listStations", tag = "admin", security(("bearer" = [])),
-    params(("limit" = Option<i64>, Query, description = "Default 100, at most 1000"),
+    params(("q" = Option<String>, Query, description = "Case-insensitive, anywhere in a station's id or name"), ("limit" = Option<i64>, Query, description = "Default 100, at most 1000"),
         ("offset" = Option<i64>, Query, description = "Default 0"),),
     responses(
         (status = 200, description = "Stations and chargers in id order, with tariff, registration and live state", body = Paged<doc::Station>),
@@ -361,9 +361,12 @@ async fn transactions(
 
 #[utoipa::path(get, path = "/api/admin/anomalies", operation_id = "listAnomalies", tag = "admin", security(("bearer" = [])),
     params(("chargerId" = Option<String>, Query, description = "Only this charger's"),
-           ("limit" = Option<i64>, Query, description = "1 to 1000, default 100")),
+           ("transactionId" = Option<i64>, Query, description = "Only this transaction's"),
+           ("limit" = Option<i64>, Query, description = "Default 100, at most 1000"),
+           ("offset" = Option<i64>, Query, description = "Default 0")),
     responses(
-        (status = 200, description = "What chargers sent that was answered but is not right, newest first", body = Data<Vec<crate::store::Anomaly>>),
+        (status = 200, description = "What chargers sent that was answered but is not right, newest first", body = Paged<crate::store::Anomaly>),
+        (status = 400, description = "A transactionId that is not a whole number", body = doc::ErrorBody),
         (status = 401, description = "No token, or an invalid or expired one", body = doc::ErrorBody),
         (status = 403, description = "Not an admin", body = doc::ErrorBody),
     ))]
@@ -419,7 +422,7 @@ async fn sessions(State(state): State<AppState>, _admin: AdminUser) -> ApiResult
 }
 
 #[utoipa::path(get, path = "/api/admin/users", operation_id = "listUsers", tag = "admin", security(("bearer" = [])),
-    params(("limit" = Option<i64>, Query, description = "Default 100, at most 1000"),
+    params(("q" = Option<String>, Query, description = "Case-insensitive, anywhere in a user's id, name or email"), ("limit" = Option<i64>, Query, description = "Default 100, at most 1000"),
         ("offset" = Option<i64>, Query, description = "Default 0"),),
     responses(
         (status = 200, description = "Users in id order", body = Paged<doc::User>),
@@ -533,14 +536,14 @@ async fn put_user(
     Ok(ok(super::auth::routes::user_json(&stored)))
 }
 
-fn id_tag_json(t: &IdTagRecord) -> Value {
+pub(crate) fn id_tag_json(t: &IdTagRecord) -> Value {
     json!({"idTag": t.id_tag, "userId": t.user_id, "status": t.status, "expiryDate": t.expiry_date.map(format_ms),
            "parentIdTag": t.parent_id_tag, "createdAt": format_ms(t.created_at)})
 }
 
 /// `GET /api/admin/id-tags?userId=&q=&limit=&offset=`: in tag order.
 #[utoipa::path(get, path = "/api/admin/id-tags", operation_id = "listIdTags", tag = "admin", security(("bearer" = [])),
-    params(("userId" = Option<String>, Query, description = "Only this user's"), ("limit" = Option<i64>, Query, description = "Default 100, at most 1000"),
+    params(("userId" = Option<String>, Query, description = "Only this user's"), ("q" = Option<String>, Query, description = "Case-insensitive, anywhere in the tag"), ("limit" = Option<i64>, Query, description = "Default 100, at most 1000"),
         ("offset" = Option<i64>, Query, description = "Default 0"),),
     responses(
         (status = 200, description = "idTags in tag order", body = Paged<doc::IdTag>),

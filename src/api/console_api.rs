@@ -246,17 +246,6 @@ async fn transaction_messages(
     ))
 }
 
-/// One wallet's balance.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WalletBalance {
-    pub wallet_address: String,
-    /// `available`, or `held` while a session runs.
-    pub kind: &'static str,
-    pub currency: String,
-    pub balance: Value,
-}
-
 /// A user with their idTags and wallets.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -266,7 +255,7 @@ pub struct UserView {
     #[schema(value_type = Vec<doc::IdTag>)]
     pub id_tags: Vec<Value>,
     #[schema(value_type = Vec<doc::WalletBalance>)]
-    pub wallets: Vec<WalletBalance>,
+    pub wallets: Vec<Value>,
 }
 
 #[utoipa::path(get, path = "/api/admin/users/{id}", operation_id = "getUser", tag = "admin", security(("bearer" = [])),
@@ -293,24 +282,9 @@ async fn user(
         .id_tags_of_user(&id)
         .await?
         .iter()
-        .map(|t| {
-            serde_json::json!({"idTag": t.id_tag, "userId": t.user_id, "status": t.status,
-                "expiryDate": t.expiry_date.map(format_ms), "parentIdTag": t.parent_id_tag,
-                "createdAt": format_ms(t.created_at)})
-        })
+        .map(super::admin::id_tag_json)
         .collect();
-    let mut wallets = Vec::new();
-    for (kind, label) in [("wallet", "available"), ("hold", "held")] {
-        let prefix = format!("{kind}:{id}:");
-        for (account, currency, balance) in state.store.ledger_accounts(&prefix).await? {
-            wallets.push(WalletBalance {
-                wallet_address: account.strip_prefix(&prefix).unwrap_or(&account).to_owned(),
-                kind: label,
-                balance: major_json(balance, &currency),
-                currency,
-            });
-        }
-    }
+    let wallets = super::payments::wallet_balances(&state, &id).await?;
     let view = UserView {
         user: super::auth::routes::user_json(&user),
         id_tags,

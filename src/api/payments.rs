@@ -340,6 +340,12 @@ async fn wallet(
     Path(user_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     user.may_act_for(&user_id)?;
+    Ok(ok(Value::Array(wallet_balances(&state, &user_id).await?)))
+}
+
+/// A user's prepaid wallets as the API shows them: each wallet's available
+/// balance, then what is held for running sessions, per currency.
+pub(crate) async fn wallet_balances(state: &AppState, user_id: &str) -> anyhow::Result<Vec<Value>> {
     let mut wallets = Vec::new();
     for kind in ["wallet", "hold"] {
         let prefix = format!("{kind}:{user_id}:");
@@ -352,7 +358,7 @@ async fn wallet(
             }));
         }
     }
-    Ok(ok(Value::Array(wallets)))
+    Ok(wallets)
 }
 
 #[utoipa::path(get, path = "/api/v1/payment-links/{id}", operation_id = "getPaymentLink", tag = "payments", security(("bearer" = [])),
